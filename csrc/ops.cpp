@@ -1,0 +1,40 @@
+// Schemas of the skelfast ops and the Python module stub that loads them.
+//
+// The module has no Python functions: importing skelfast._C runs the TORCH_LIBRARY static
+// initialisers below, and the ops are then reached as torch.ops.skelfast.*. Only the limited
+// Python C API is used, so one build serves every CPython >= 3.10 (abi3).
+#include <Python.h>
+#include <torch/library.h>
+#include <torch/headeronly/version.h>
+
+TORCH_LIBRARY(skelfast, m) {
+  // y[n,o,t,w] = sum_k sum_v (W_k x + b_k)[n,o,t,v] * A[k,v,w]
+  m.def("graph_conv(Tensor x, Tensor weight, Tensor? bias, Tensor A) -> Tensor");
+  // Gradients for (x, weight, bias, A); entries whose output_mask is false come back empty.
+  m.def(
+      "graph_conv_backward(Tensor grad, Tensor x, Tensor weight, Tensor? bias, Tensor A, "
+      "bool[4] output_mask) -> (Tensor, Tensor, Tensor, Tensor)");
+}
+
+#define SKELFAST_STR2(x) #x
+#define SKELFAST_STR(x) SKELFAST_STR2(x)
+
+extern "C" {
+PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {
+      PyModuleDef_HEAD_INIT, "_C", "skelfast compiled ops (registered as torch.ops.skelfast.*)", -1, nullptr,
+  };
+  PyObject* module = PyModule_Create(&module_def);
+  if (module == nullptr) return nullptr;
+#ifdef WITH_CUDA
+  PyModule_AddIntConstant(module, "WITH_CUDA", 1);
+#else
+  PyModule_AddIntConstant(module, "WITH_CUDA", 0);
+#endif
+  // The torch this was compiled against; the loader refuses a mismatch with a clear message.
+  PyModule_AddStringConstant(
+      module, "TORCH_VERSION",
+      SKELFAST_STR(TORCH_VERSION_MAJOR) "." SKELFAST_STR(TORCH_VERSION_MINOR) "." SKELFAST_STR(TORCH_VERSION_PATCH));
+  return module;
+}
+}

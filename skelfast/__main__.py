@@ -1,0 +1,5 @@
+import sys
+
+from skelfast.cli import main
+
+sys.exit(main())

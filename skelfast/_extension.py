@@ -1,0 +1,40 @@
+"""Loading of the compiled extension ``skelfast._C``; a missing or broken build never breaks import."""
+
+from __future__ import annotations
+
+import functools
+import os
+
+
+@functools.cache
+def _load() -> tuple[object | None, str | None]:
+    if os.environ.get("SKELFAST_SKIP_EXTENSION", "0") not in ("", "0"):
+        return None, "SKELFAST_SKIP_EXTENSION is set"
+    try:
+        import torch  # noqa: F401  (the extension's symbols come from libtorch)
+
+        from skelfast import _C
+    except ImportError as exc:
+        return None, f"{exc} (build it with `make setup` or `pip install -e . --no-build-isolation`)"
+    except OSError as exc:  # e.g. an undefined symbol after a torch upgrade
+        return None, f"{exc} (rebuild it against the installed torch with `make setup`)"
+    return _C, None
+
+
+def load_error() -> str | None:
+    """``None`` when ``skelfast._C`` is loaded, else why not."""
+    return _load()[1]
+
+
+def built_with_cuda() -> bool:
+    """Whether the loaded extension contains the CUDA kernels."""
+    module = _load()[0]
+    return bool(module is not None and getattr(module, "WITH_CUDA", False))
+
+
+def build_info() -> dict[str, object]:
+    """What the extension was built with (empty when it is not loaded)."""
+    module = _load()[0]
+    if module is None:
+        return {}
+    return {"torch": getattr(module, "TORCH_VERSION", "?"), "cuda": built_with_cuda()}
