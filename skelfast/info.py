@@ -42,8 +42,14 @@ def report() -> list[tuple[str, str]]:
         cuda = "not built: the installed torch has no CUDA (torch.version.cuda is None)"
     rows.append(("backend cpp (CUDA)", cuda))
     gpu = backends.triton_reason(torch.device("cuda"))
-    rows.append(("backend triton (CUDA)", "available" if gpu is None and torch.cuda.is_available()
-                 else f"unavailable: {gpu or 'no CUDA device'}"))
+    rows.append(
+        (
+            "backend triton (CUDA)",
+            "available"
+            if gpu is None and torch.cuda.is_available()
+            else f"unavailable: {gpu or 'no CUDA device'}",
+        )
+    )
     cpu = backends.triton_reason(torch.device("cpu"))
     rows.append(("backend triton (interpreter)", "available" if cpu is None else f"unavailable: {cpu}"))
     rows.append(("backend reference", "available (pure PyTorch, every device)"))

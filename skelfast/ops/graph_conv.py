@@ -33,7 +33,9 @@ def _check_inputs(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
             f"graph_conv: weight rows ({weight.shape[0]}) must be K*C_out with K={k} subsets from A"
         )
     if weight.shape[1] != x.shape[1]:
-        raise ValueError(f"graph_conv: weight has C_in={weight.shape[1]} but x has C_in={x.shape[1]} channels")
+        raise ValueError(
+            f"graph_conv: weight has C_in={weight.shape[1]} but x has C_in={x.shape[1]} channels"
+        )
     if bias is not None and tuple(bias.shape) != (weight.shape[0],):
         raise ValueError(f"graph_conv: bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
 

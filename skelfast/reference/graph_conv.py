@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 
 
-def graph_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, A: torch.Tensor) -> torch.Tensor:
+def graph_conv(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, A: torch.Tensor
+) -> torch.Tensor:
     """y[n, o, t, w] = sum_k sum_v (W_k x + b_k)[n, o, t, v] * A[k, v, w], the official einsum form.
 
     x (N, C_in, T, V), weight (K*C_out, C_in), bias (K*C_out,) or None, A (K, V, V) -> (N, C_out, T, V).
