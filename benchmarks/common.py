@@ -1,0 +1,151 @@
+"""Measurement helpers shared by the benchmark modules.
+
+Benchmarks are not tests: they time things and report ratios measured in one run, against the
+eager reference, torch.compile of it, and this machine's limits measured in the same run (sgemm
+GFLOP/s for compute-bound ops, copy GB/s for memory-bound ones).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import functools
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Wall time of one call in milliseconds: median and the 20th/80th percentiles."""
+
+    median_ms: float
+    q20_ms: float
+    q80_ms: float
+
+    def __str__(self) -> str:
+        return f"{self.median_ms:.2f} ms [{self.q20_ms:.2f}, {self.q80_ms:.2f}]"
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def time_fn(fn: Callable[[], object], repeats: int = 10, warmup: int = 2, min_time_s: float = 0.0) -> Timing:
+    """Median and spread of ``fn()``'s wall time (CUDA synchronised when a GPU is present)."""
+    for _ in range(warmup):
+        fn()
+    _sync()
+    samples: list[float] = []
+    start = time.perf_counter()
+    while len(samples) < repeats or (time.perf_counter() - start) < min_time_s:
+        t0 = time.perf_counter()
+        fn()
+        _sync()
+        samples.append((time.perf_counter() - t0) * 1e3)
+    q = statistics.quantiles(samples, n=5) if len(samples) >= 2 else [samples[0]] * 4
+    return Timing(statistics.median(samples), q[0], q[3])
+
+
+def peak_extra_memory(fn: Callable[[], object]) -> int:
+    """Peak bytes allocated by ``fn()`` above what was allocated before it (tensors kept alive by
+    its result included). On the CPU this replays torch.profiler's allocation events; on CUDA it
+    reads ``max_memory_allocated``."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        result = fn()
+        torch.cuda.synchronize()
+        del result
+        return torch.cuda.max_memory_allocated() - base
+    with torch.profiler.profile(
+        activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True
+    ) as prof:
+        result = fn()
+    del result
+    # Each "[memory]" record is one allocation (+bytes) or free (-bytes) of the CPU allocator.
+    records = prof.profiler.kineto_results.events()
+    events = sorted((e.start_ns(), e.nbytes()) for e in records if e.name() == "[memory]")
+    current = peak = 0
+    for _, delta in events:
+        current += delta
+        peak = max(peak, current)
+    return peak
+
+
+@functools.cache
+def sgemm_gflops(n: int = 2048) -> float:
+    """This machine's float32 matrix-multiply rate (GFLOP/s) with torch's BLAS, all threads."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    t = time_fn(lambda: a @ b, repeats=5, warmup=2)
+    return 2 * n**3 / (t.median_ms * 1e-3) / 1e9
+
+
+@functools.cache
+def copy_gbps(nbytes: int = 256 * 2**20) -> float:
+    """This machine's memory copy bandwidth (GB/s: bytes read + bytes written per second)."""
+    src = torch.empty(nbytes // 4, dtype=torch.float32).uniform_()
+    dst = torch.empty_like(src)
+    t = time_fn(lambda: dst.copy_(src), repeats=10, warmup=2)
+    return 2 * nbytes / (t.median_ms * 1e-3) / 1e9
+
+
+def compiled(fn: Callable, **kwargs: object) -> Callable:
+    """``torch.compile(fn)`` (inductor), the baseline a kernel must beat besides eager."""
+    return torch.compile(fn, **kwargs)
+
+
+def machine() -> dict[str, str]:
+    """Who measured: machine, versions and date, stored with every result row."""
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu"
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
+        "device": f"{device} ({torch.get_num_threads()} threads)",
+        "torch": torch.__version__,
+    }
+
+
+def markdown_table(rows: Sequence[dict[str, object]]) -> str:
+    """Rows (dicts with the same keys) as a markdown table."""
+    if not rows:
+        return ""
+    keys = list(rows[0])
+
+    def fmt(v: object) -> str:
+        return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(fmt(r.get(k, "")) for k in keys) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def write_results(name: str, rows: Sequence[dict[str, object]], note: str = "") -> str:
+    """Write ``results/<name>.md`` (a table, with the machine line) and append the rows to
+    ``results/results.csv``; returns the markdown."""
+    os.makedirs(RESULTS_DIR, exist_ok=True)
+    info = machine()
+    header = f"Measured {info['date']} UTC on {info['device']}, torch {info['torch']}."
+    text = "\n\n".join(filter(None, [header, note, markdown_table(rows)])) + "\n"
+    with open(os.path.join(RESULTS_DIR, f"{name}.md"), "w") as f:
+        f.write(text)
+    path = os.path.join(RESULTS_DIR, "results.csv")
+    new = not os.path.exists(path)
+    with open(path, "a", newline="") as f:
+        writer = csv.writer(f)
+        if new:
+            writer.writerow(["date", "device", "torch", "benchmark", "case", "metric", "value"])
+        for row in rows:
+            case = row.get("case", "")
+            for key, value in row.items():
+                if key != "case":
+                    writer.writerow([info["date"], info["device"], info["torch"], name, case, key, value])
+    return text
