@@ -1,6 +1,7 @@
 """Public functional ops. Each is a registered custom op with a fake kernel and an autograd formula,
 checked against ``skelfast.reference``; the backend is chosen per call (see ``skelfast.backends``)."""
 
+from skelfast.ops.augment import augment
 from skelfast.ops.graph_conv import graph_conv
 
-__all__ = ["graph_conv"]
+__all__ = ["augment", "graph_conv"]
