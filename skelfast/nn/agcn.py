@@ -1,0 +1,196 @@
+"""2s-AGCN joint stream, ISC's graph-based encoder (skeleton-contrast ``moco/AGCN.py``).
+
+Module and parameter names follow the official code (``l1`` ... ``l10``, ``gcn1``, ``tcn1``, ``PA``,
+``conv_a/b/d``), so an official state_dict loads key for key.
+
+The adaptive graph convolution is computed in a cheaper but equal order: the official code forms
+``x @ (A_k + PA_k + C_k)`` per subset and then applies ``conv_d[k]``; here the three ``conv_d``
+(and the three ``conv_a``/``conv_b``) run as one 1x1 convolution each and the per-sample adjacency is
+applied once, ``sum_k (W_k x) @ M_k + sum_k b_k`` (the same value, since ``conv_d`` is linear).
+The graph part is per sample (C_k depends on x), so it does not go through
+``skelfast.ops.graph_conv``, whose adjacency is shared by the batch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from skelfast.nn._official import load_official
+from skelfast.nn.graph import agcn_graph
+
+
+def _conv_init(conv: nn.Conv2d) -> None:
+    nn.init.kaiming_normal_(conv.weight, mode="fan_out")
+    nn.init.constant_(conv.bias, 0)
+
+
+def _bn_init(bn: nn.BatchNorm2d | nn.BatchNorm1d, scale: float) -> None:
+    nn.init.constant_(bn.weight, scale)
+    nn.init.constant_(bn.bias, 0)
+
+
+class UnitTCN(nn.Module):
+    """Conv2d (k x 1, stride s, pad (k-1)/2) -> BN, no activation; (N, C_in, T, V) -> (N, C_out, T', V)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 9, stride: int = 1) -> None:
+        super().__init__()
+        pad = (kernel_size - 1) // 2
+        self.conv = nn.Conv2d(
+            in_channels, out_channels, (kernel_size, 1), padding=(pad, 0), stride=(stride, 1)
+        )
+        self.bn = nn.BatchNorm2d(out_channels)
+        _conv_init(self.conv)
+        _bn_init(self.bn, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.conv(x))
+
+
+class UnitGCN(nn.Module):
+    """Adaptive graph convolution: ``ReLU(BN(sum_k W_k x (A_k + B_k + C_k)) + down(x))``.
+
+    A_k fixed (buffer), B_k = ``PA`` learnable (init 1e-6), C_k = softmax over dim -2 of
+    ``theta_k(x)^T phi_k(x) / (C' T)`` with theta/phi 1x1 convs to C' = C_out / 4 channels.
+    The output BN starts at gamma = 1e-6. (N, C_in, T, V) -> (N, C_out, T, V).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, A: torch.Tensor, coff_embedding: int = 4) -> None:
+        super().__init__()
+        self.inter_c = out_channels // coff_embedding
+        self.num_subset = A.shape[0]
+        self.out_channels = out_channels
+        # The official code keeps A outside the state_dict (a plain Variable): non-persistent buffer.
+        self.register_buffer("A", A.detach().clone().float(), persistent=False)
+        self.PA = nn.Parameter(torch.full_like(self.A, 1e-6))
+        self.conv_a = nn.ModuleList(nn.Conv2d(in_channels, self.inter_c, 1) for _ in range(self.num_subset))
+        self.conv_b = nn.ModuleList(nn.Conv2d(in_channels, self.inter_c, 1) for _ in range(self.num_subset))
+        self.conv_d = nn.ModuleList(nn.Conv2d(in_channels, out_channels, 1) for _ in range(self.num_subset))
+        self.has_down = in_channels != out_channels
+        if self.has_down:
+            self.down = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1), nn.BatchNorm2d(out_channels))
+        self.bn = nn.BatchNorm2d(out_channels)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                _conv_init(m)
+            elif isinstance(m, nn.BatchNorm2d):
+                _bn_init(m, 1)
+        _bn_init(self.bn, 1e-6)
+        for conv in self.conv_d:
+            fan = conv.weight.shape[0] * conv.weight.shape[1] * conv.weight.shape[2]
+            nn.init.normal_(conv.weight, 0, math.sqrt(2.0 / (fan * self.num_subset)))
+            nn.init.constant_(conv.bias, 0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, t, v = x.shape
+        k, ci, co = self.num_subset, self.inter_c, self.out_channels
+        # theta and phi of all subsets in one 1x1 convolution: (N, 2*K*C', T, V)
+        ab_weight = torch.cat([*(m.weight for m in self.conv_a), *(m.weight for m in self.conv_b)])
+        ab_bias = torch.cat([*(m.bias for m in self.conv_a), *(m.bias for m in self.conv_b)])
+        ab = F.conv2d(x, ab_weight, ab_bias).view(n, 2, k, ci * t, v)
+        theta, phi = ab[:, 0], ab[:, 1]  # (N, K, C'*T, V), channel-major as the official view
+        # theta^T phi: the official permute(0, 3, 1, 2).view(N, V, C'*T) @ view(N, C'*T, V)
+        att = torch.softmax(torch.matmul(theta.transpose(2, 3), phi) / (ci * t), dim=-2)  # (N, K, V, V)
+        adjacency = att + (self.A + self.PA)
+        d_weight = torch.cat([m.weight for m in self.conv_d])  # (K*C_out, C_in, 1, 1)
+        d_bias = torch.stack([m.bias for m in self.conv_d]).sum(0)
+        z = F.conv2d(x, d_weight).view(n, k, co, t, v)
+        y = torch.einsum("nkctv,nkvw->nctw", z, adjacency) + d_bias.view(1, co, 1, 1)
+        y = self.bn(y)
+        y = y + (self.down(x) if self.has_down else x)
+        return torch.relu(y)
+
+
+class TCNGCNUnit(nn.Module):
+    """``ReLU(tcn1(gcn1(x)) + residual(x))``; residual none / identity / UnitTCN(kernel 1, stride s)."""
+
+    def __init__(
+        self, in_channels: int, out_channels: int, A: torch.Tensor, stride: int = 1, residual: bool = True
+    ) -> None:
+        super().__init__()
+        self.gcn1 = UnitGCN(in_channels, out_channels, A)
+        self.tcn1 = UnitTCN(out_channels, out_channels, stride=stride)
+        if not residual:
+            self.residual_kind = "none"
+        elif in_channels == out_channels and stride == 1:
+            self.residual_kind = "identity"
+        else:
+            self.residual_kind = "conv"
+            self.residual = UnitTCN(in_channels, out_channels, kernel_size=1, stride=stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.tcn1(self.gcn1(x))
+        if self.residual_kind == "identity":
+            y = y + x
+        elif self.residual_kind == "conv":
+            y = y + self.residual(x)
+        return torch.relu(y)
+
+
+AGCN_UNITS = ((64, 1), (64, 1), (64, 1), (64, 1), (128, 2), (128, 1), (128, 1), (256, 2), (256, 1), (256, 1))
+
+
+class AGCN(nn.Module):
+    """ISC's graph-based encoder (2s-AGCN joint stream) with its projection head.
+
+    Input (N, C, T, V, M). ``representation``: BatchNorm1d over M*V*C channels (``data_bn``), bodies
+    folded into the batch, ten units (3->64 without residual, ..., 128->256 stride 2, 256, 256), mean
+    over (T, V) then over the M bodies -> (N, 256). ``project``: with ``mlp=True`` (ISC's ``--mlp``)
+    Linear(256, 256) -> ReLU -> Linear(256, num_class), else Linear(256, num_class); the last Linear
+    starts at N(0, sqrt(2 / num_class)) as the official ``fc``. ``forward = project o representation``.
+    """
+
+    def __init__(
+        self,
+        num_class: int = 128,
+        num_point: int = 25,
+        num_person: int = 2,
+        in_channels: int = 3,
+        mlp: bool = True,
+        A: torch.Tensor | None = None,
+    ) -> None:
+        super().__init__()
+        A = agcn_graph("ntu") if A is None else A
+        if A.shape[1] != num_point:
+            raise ValueError(f"AGCN: A is {tuple(A.shape)} but num_point={num_point}")
+        self.data_bn = nn.BatchNorm1d(num_person * in_channels * num_point)
+        channels = in_channels
+        for i, (out, stride) in enumerate(AGCN_UNITS, start=1):
+            self.add_module(f"l{i}", TCNGCNUnit(channels, out, A, stride=stride, residual=i > 1))
+            channels = out
+        fc = nn.Linear(channels, num_class)
+        nn.init.normal_(fc.weight, 0, math.sqrt(2.0 / num_class))
+        self.fc = nn.Sequential(nn.Linear(channels, channels), nn.ReLU(), fc) if mlp else fc
+        _bn_init(self.data_bn, 1)
+
+    def representation(self, x: torch.Tensor) -> torch.Tensor:
+        """x (N, C, T, V, M) -> (N, 256)."""
+        if x.dim() != 5 or x.shape[1] * x.shape[3] * x.shape[4] != self.data_bn.num_features:
+            raise ValueError(
+                f"AGCN: x must be (N, C, T, V, M) with C*V*M={self.data_bn.num_features}, got {tuple(x.shape)}"
+            )
+        n, c, t, v, m = x.shape
+        x = x.permute(0, 4, 3, 1, 2).reshape(n, m * v * c, t)
+        x = self.data_bn(x)
+        x = x.view(n, m, v, c, t).permute(0, 1, 3, 4, 2).reshape(n * m, c, t, v)
+        for i in range(1, len(AGCN_UNITS) + 1):
+            x = getattr(self, f"l{i}")(x)
+        return x.reshape(n, m, x.shape[1], -1).mean(3).mean(1)
+
+    def project(self, h: torch.Tensor) -> torch.Tensor:
+        """(N, 256) -> (N, num_class)."""
+        return self.fc(h)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.project(self.representation(x))
+
+    def load_official_state_dict(
+        self, state_dict: Mapping[str, torch.Tensor], prefix: str = "", strict: bool = True
+    ) -> nn.modules.module._IncompatibleKeys:
+        """Load skeleton-contrast's AGCN weights; ``prefix="module.encoder_r."`` picks ISC's graph query
+        encoder out of a MoCo checkpoint. Keys are the official ones unchanged."""
+        return load_official(self, state_dict, prefix, None, strict)
