@@ -44,9 +44,10 @@ def _cpp_has_op() -> bool:
     return backends.cpp_extension_error() is None and hasattr(torch.ops.skelfast, "graph_conv")
 
 
-def _backend(x: torch.Tensor) -> str:
+@torch.compiler.assume_constant_result  # decided once at trace time under torch.compile
+def _backend(device: torch.device, dtype: torch.dtype) -> str:
     checks = {
-        "cpp": lambda: backends.cpp_reason(x.device, x.dtype, CPP_DTYPES),
+        "cpp": lambda: backends.cpp_reason(device, dtype, CPP_DTYPES),
         "reference": lambda: None,
     }
     return backends.choose(OP, checks, order=("cpp", "reference"))
@@ -69,7 +70,7 @@ def graph_conv(
         (N, C_out, T, V). Differentiable in x, weight, bias and A.
     """
     _check_inputs(x, weight, bias, A)
-    if _backend(x) == "cpp":
+    if _backend(x.device, x.dtype) == "cpp":
         return torch.ops.skelfast.graph_conv(x, weight, bias, A)
     return reference.graph_conv(x, weight, bias, A)
 
