@@ -1,0 +1,129 @@
+"""GCN encoders: forward+backward samples/s of skelfast's encoders against the same architecture
+written the official way (``skelfast.reference.encoders``: nn.Conv2d + einsum + nn.BatchNorm2d +
+nn.Dropout) and against torch.compile of that, at each method's pretraining batch size.
+
+Run: ``python -m benchmarks.bench_encoders`` (or ``make bench``). ``SKELFAST_BENCH_ENCODER_BATCH=16``
+shrinks the batch for a quick look. Cases: HiCLR's quarter-width ST-GCN (batch 128, 2 bodies, 50
+frames), the standard ST-GCN (same input), ISC's AGCN (batch 64, 2 bodies, 64 frames). Train mode,
+all weights equal between the variants. ``sgemm fraction`` is the encoder's counted arithmetic
+(FlopCounterMode over one official forward+backward) at this machine's sgemm rate over the
+measured time: 1.0 would mean every FLOP ran at sgemm speed.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from benchmarks.common import compiled, sgemm_gflops, time_fn, write_results
+from skelfast import use_backend
+from skelfast.nn.agcn import AGCN
+from skelfast.nn.stgcn import stgcn_hiclr, stgcn_standard
+from skelfast.reference.encoders import OfficialAGCN, OfficialSTGCN
+
+CASES = {  # name: (skelfast builder, official builder, pretraining batch, frames)
+    "stgcn_hiclr_quarter": (lambda: stgcn_hiclr(), lambda: OfficialSTGCN(hidden_channels=16), 128, 50),
+    "stgcn_standard": (lambda: stgcn_standard(), lambda: OfficialSTGCN(hidden_channels=64), 128, 50),
+    "agcn_isc": (lambda: AGCN(), lambda: OfficialAGCN(), 64, 64),
+}
+
+
+def _pair(name: str) -> tuple[torch.nn.Module, torch.nn.Module]:
+    build, build_official, _, _ = CASES[name]
+    model = build().train()
+    official = build_official().train()
+    official.load_state_dict(model.state_dict())
+    return model, official
+
+
+def _step(model: torch.nn.Module, x: torch.Tensor) -> None:
+    model.zero_grad(set_to_none=True)
+    model(x).square().mean().backward()
+
+
+def counted_flops(model: torch.nn.Module, x: torch.Tensor) -> int:
+    with FlopCounterMode(display=False) as counter:
+        _step(model, x)
+    return counter.get_total_flops()
+
+
+def run_case(
+    name: str, batch: int | None = None, repeats: int = 3, with_compile: bool = True
+) -> dict[str, object]:
+    _, _, default_batch, frames = CASES[name]
+    batch = batch or default_batch
+    model, official = _pair(name)
+    x = torch.randn(batch, 3, frames, 25, 2)
+
+    def skelfast_step() -> None:
+        with use_backend("graph_conv=cpp"):
+            _step(model, x)
+
+    timings = {
+        "skelfast": time_fn(skelfast_step, repeats=repeats, warmup=1),
+        "official": time_fn(lambda: _step(official, x), repeats=repeats, warmup=1),
+    }
+    if with_compile:
+        official_compiled = compiled(official)
+        timings["compiled"] = time_fn(lambda: _step(official_compiled, x), repeats=repeats, warmup=2)
+    flops = counted_flops(official, x)
+    gflops = sgemm_gflops()
+    row: dict[str, object] = {
+        "encoder": name,
+        "batch": batch,
+        "frames": frames,
+        "GFLOP fwd+bwd": round(flops / 1e9, 1),
+    }
+    for key, timing in timings.items():
+        row[f"{key} samples/s"] = round(batch / (timing.median_ms / 1e3), 1)
+    row["x official"] = round(timings["official"].median_ms / timings["skelfast"].median_ms, 2)
+    if "compiled" in timings:
+        row["x compiled"] = round(timings["compiled"].median_ms / timings["skelfast"].median_ms, 2)
+    row["sgemm fraction"] = round(flops / (gflops * 1e9) / (timings["skelfast"].median_ms / 1e3), 3)
+    row["sgemm GFLOP/s"] = round(gflops, 1)
+    return row
+
+
+def main() -> list[dict[str, object]]:
+    batch = int(os.environ.get("SKELFAST_BENCH_ENCODER_BATCH", "0")) or None
+    rows = []
+    for name in CASES:
+        row = run_case(name, batch)
+        print(row, flush=True)
+        rows.append(row)
+    write_results(
+        "encoders", rows, note="forward+backward, train mode; targets: >= 2x official, >= 1.5x compiled"
+    )
+    return rows
+
+
+# --- pytest-benchmark cases (CI runs them once with --benchmark-disable: small shapes) ------------
+
+
+def _bench_step(benchmark, name: str) -> None:  # noqa: ANN001
+    model, _ = _pair(name)
+    x = torch.randn(2, 3, 8, 25, 2)
+    benchmark(_step, model, x)
+
+
+def test_stgcn_hiclr_quarter(benchmark):  # noqa: ANN001
+    _bench_step(benchmark, "stgcn_hiclr_quarter")
+
+
+def test_stgcn_standard(benchmark):  # noqa: ANN001
+    _bench_step(benchmark, "stgcn_standard")
+
+
+def test_agcn_isc(benchmark):  # noqa: ANN001
+    _bench_step(benchmark, "agcn_isc")
+
+
+def test_run_case_row_has_every_ratio():
+    row = run_case("stgcn_hiclr_quarter", batch=2, repeats=1, with_compile=False)
+    assert {"x official", "sgemm fraction", "skelfast samples/s"} <= set(row)
+
+
+if __name__ == "__main__":
+    main()
