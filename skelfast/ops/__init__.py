@@ -3,5 +3,6 @@ checked against ``skelfast.reference``; the backend is chosen per call (see ``sk
 
 from skelfast.ops.augment import augment
 from skelfast.ops.graph_conv import graph_conv
+from skelfast.ops.info_nce import hiclr_loss, info_nce, queue_softmax_stats
 
-__all__ = ["augment", "graph_conv"]
+__all__ = ["augment", "graph_conv", "hiclr_loss", "info_nce", "queue_softmax_stats"]

@@ -1,0 +1,538 @@
+"""``skelfast.ops.info_nce`` and ``skelfast.ops.hiclr_loss``: InfoNCE over memory queues, every level
+of a method in one call, without the (N, K) logits.
+
+Everything rests on one primitive, the custom op ``skelfast::queue_softmax_stats``: for each query
+row i of a level whose negatives are ``bank[k0:k0+K]``, the queue logsumexp ``lse_i``, the
+probability-weighted queue mean ``o_i = sum_j softmax(q_i . k_j / tau)_j k_j`` and the nearest queue
+entry. Since the queue is a constant, ``d lse_i / d q_i = o_i / tau`` and every loss below is an
+O(N * D) composition of these statistics with the positives:
+
+- MoCo / ISC / CRRL: ``loss_i = logaddexp(lse_i, s_i+) - s_i+`` with ``s_i+ = q_i . k_i / tau``;
+- HiCo's multi-positive levels: ``logsumexp(lse_i, s_i1..s_iG) - logsumexp(s_i1..s_iG)``;
+- mining (HiCLR phase 2): the mean of ``s_ij - lse_all_i`` over {key} union mined queue entries;
+- HiCLR's consistency: ``sum_j sg(p_t)_j log p_s,j = p_t,0 s_s,0 + P_t,queue * q_s . o_t / tau - lse_s``
+  because the queue logits are linear in the query, so neither distribution is ever materialised.
+
+Backends: ``triton`` (CUDA; CPU tensors under ``TRITON_INTERPRET=1`` when forced), ``chunked`` (the
+same online algorithm in PyTorch over queue chunks, memory O(N * chunk); the CPU default) and
+``reference`` (``skelfast.reference.info_nce``: full logits and F.cross_entropy).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from skelfast import backends
+from skelfast.ops._checks import check_floating
+from skelfast.reference.info_nce import hiclr_loss as reference_hiclr_loss
+from skelfast.reference.info_nce import info_nce as reference_info_nce
+from skelfast.reference.info_nce import nearest_queue_entry, queue_logits
+
+OP = "info_nce"
+TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+TRITON_MAX_FEATURES = 128  # kernels/info_nce.py BD
+CHUNK_BYTES = 1 << 20  # the chunked path keeps one (rows, chunk) fp32 tile in about 1 MiB of cache
+
+
+# --- the primitive: a custom op with fake and autograd ------------------------------------------
+
+
+def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _chunk_size(rows: int) -> int:
+    return int(min(8192, max(256, CHUNK_BYTES // (4 * max(rows, 1)))))
+
+
+def _chunked_stats(
+    q: torch.Tensor, bank: torch.Tensor, rows: list[int], ranges: list[int], inv_tau: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    acc = _acc_dtype(q.dtype)
+    r_total, d = q.shape
+    lse = q.new_empty((r_total,), dtype=acc)
+    o = q.new_empty((r_total, d), dtype=acc)
+    top1 = q.new_empty((r_total,), dtype=torch.long)
+    row = 0
+    for lvl, n in enumerate(rows):
+        k0, kn = ranges[2 * lvl], ranges[2 * lvl + 1]
+        qs = q[row : row + n].to(acc)
+        chunk = _chunk_size(n)
+        m = qs.new_full((n,), -math.inf)
+        total = qs.new_zeros((n,))
+        weighted = qs.new_zeros((n, d))
+        best = qs.new_full((n,), -math.inf)
+        best_idx = torch.zeros((n,), dtype=torch.long, device=q.device)
+        for c0 in range(0, kn, chunk):
+            keys = bank[k0 + c0 : k0 + min(kn, c0 + chunk)].to(acc)
+            s = qs @ keys.T  # raw dot products (n, chunk)
+            c_best, c_arg = s.max(1)
+            better = c_best > best  # strict: the first of equal entries wins, as argmax
+            best_idx = torch.where(better, c_arg + c0, best_idx)
+            best = torch.where(better, c_best, best)
+            m_new = torch.maximum(m, c_best * inv_tau)
+            alpha = torch.exp(m - m_new)
+            s.mul_(inv_tau).sub_(m_new[:, None]).exp_()
+            total = total * alpha + s.sum(1)
+            weighted = torch.addmm(weighted * alpha[:, None], s, keys)
+            m = m_new
+        lse[row : row + n] = m + total.log()
+        o[row : row + n] = weighted / total[:, None]
+        top1[row : row + n] = best_idx
+        row += n
+    return lse, o, top1
+
+
+def _chunked_moment(
+    q: torch.Tensor,
+    bank: torch.Tensor,
+    grad_o: torch.Tensor,
+    lse: torch.Tensor,
+    rows: list[int],
+    ranges: list[int],
+    inv_tau: float,
+) -> torch.Tensor:
+    acc = _acc_dtype(q.dtype)
+    out = torch.zeros(q.shape, dtype=acc, device=q.device)
+    row = 0
+    for lvl, n in enumerate(rows):
+        k0, kn = ranges[2 * lvl], ranges[2 * lvl + 1]
+        qs, gs, ls = q[row : row + n].to(acc), grad_o[row : row + n].to(acc), lse[row : row + n].to(acc)
+        chunk = _chunk_size(n)
+        for c0 in range(0, kn, chunk):
+            keys = bank[k0 + c0 : k0 + min(kn, c0 + chunk)].to(acc)
+            p = (qs @ keys.T).mul_(inv_tau).sub_(ls[:, None]).exp_()
+            out[row : row + n] += (p * (gs @ keys.T)) @ keys
+        row += n
+    return out
+
+
+def _level_starts(rows: list[int], ranges: list[int], device: torch.device) -> torch.Tensor:
+    starts = torch.tensor(ranges[0::2], dtype=torch.long, device=device)
+    return starts.repeat_interleave(torch.tensor(rows, dtype=torch.long, device=device))
+
+
+def _triton_stats(
+    q: torch.Tensor, bank: torch.Tensor, rows: list[int], ranges: list[int], inv_tau: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    from skelfast.kernels import info_nce as kernels
+
+    pairs = list(zip(ranges[0::2], ranges[1::2], strict=True))
+    lse_p, o_p, best_p, idx_p, _ = kernels.queue_stats_forward(q, bank, rows, pairs, inv_tau)
+    if lse_p.shape[0] == 1:  # one queue chunk per row: nothing to merge
+        lse, o, idx = lse_p[0], o_p[0], idx_p[0].long()
+    else:  # merge the split-K partials: logsumexp of the chunks' lse, lse-weighted mean of their o
+        lse = torch.logsumexp(lse_p, 0)
+        o = (torch.exp(lse_p - lse)[..., None] * o_p).sum(0)
+        idx = idx_p.gather(0, best_p.argmax(0, keepdim=True)).squeeze(0).long()
+    return lse, o, idx - _level_starts(rows, ranges, q.device)
+
+
+@torch.library.custom_op("skelfast::queue_softmax_stats", mutates_args=())
+def _queue_softmax_stats(
+    q: torch.Tensor, bank: torch.Tensor, rows: list[int], ranges: list[int], inv_tau: float, use_triton: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    if use_triton:
+        return _triton_stats(q, bank, rows, ranges, inv_tau)
+    return _chunked_stats(q, bank, rows, ranges, inv_tau)
+
+
+@_queue_softmax_stats.register_fake
+def _(q, bank, rows, ranges, inv_tau, use_triton):  # noqa: ANN001, ANN202
+    acc = _acc_dtype(q.dtype)
+    n = q.shape[0]
+    return (
+        q.new_empty((n,), dtype=acc),
+        q.new_empty((n, q.shape[1]), dtype=acc),
+        q.new_empty((n,), dtype=torch.long),
+    )
+
+
+@torch.library.custom_op("skelfast::queue_softmax_moment", mutates_args=())
+def _queue_softmax_moment(
+    q: torch.Tensor,
+    bank: torch.Tensor,
+    grad_o: torch.Tensor,
+    lse: torch.Tensor,
+    rows: list[int],
+    ranges: list[int],
+    inv_tau: float,
+    use_triton: bool,
+) -> torch.Tensor:
+    """``sum_j p_ij (k_j . g_i) k_j``: the backward of ``o`` (only needed when ``o`` gets a gradient)."""
+    if use_triton:
+        from skelfast.kernels import info_nce as kernels
+
+        pairs = list(zip(ranges[0::2], ranges[1::2], strict=True))
+        return kernels.queue_stats_backward_moment(q, bank, grad_o, lse, rows, pairs, inv_tau)
+    return _chunked_moment(q, bank, grad_o, lse, rows, ranges, inv_tau)
+
+
+@_queue_softmax_moment.register_fake
+def _(q, bank, grad_o, lse, rows, ranges, inv_tau, use_triton):  # noqa: ANN001, ANN202
+    return q.new_empty(q.shape, dtype=_acc_dtype(q.dtype))
+
+
+def _setup_context(ctx, inputs, output):  # noqa: ANN001, ANN202
+    q, bank, rows, ranges, inv_tau, use_triton = inputs
+    lse, o, _ = output
+    ctx.save_for_backward(q, bank, lse, o)
+    ctx.args = (rows, ranges, inv_tau, use_triton)
+    ctx.set_materialize_grads(False)  # no gradient into o (the usual case) skips the moment pass
+
+
+def _backward(ctx, grad_lse, grad_o, grad_top1):  # noqa: ANN001, ANN202
+    q, bank, lse, o = ctx.saved_tensors
+    rows, ranges, inv_tau, use_triton = ctx.args
+    grad_q = torch.zeros_like(o)
+    if grad_lse is not None:
+        grad_q = grad_q + grad_lse[:, None] * o
+    if grad_o is not None:  # d o_i = (sum_j p_ij k_j k_j^T - o_i o_i^T) dq_i / tau
+        moment = _queue_softmax_moment(q, bank, grad_o, lse, rows, ranges, inv_tau, use_triton)
+        grad_q = grad_q + moment - (o * grad_o).sum(1, keepdim=True) * o
+    return (grad_q * inv_tau).to(q.dtype), None, None, None, None, None
+
+
+_queue_softmax_stats.register_autograd(_backward, setup_context=_setup_context)
+
+
+# --- input checks and backend choice ----------------------------------------------------------
+
+
+def _check_finite(name: str, t: torch.Tensor) -> None:
+    # a data-dependent check: skipped inside torch.compile, where it would break the graph
+    if not torch.compiler.is_compiling() and t.numel() and not bool(torch.isfinite(t).all()):
+        raise ValueError(f"info_nce: {name} contains NaN or Inf")
+
+
+def _triton_reason(q: torch.Tensor) -> str | None:
+    reason = backends.triton_reason(q.device)
+    if reason is not None:
+        return reason
+    if q.dtype not in TRITON_DTYPES:
+        return (
+            f"the Triton kernels take float32, float16 or bfloat16, not {str(q.dtype).removeprefix('torch.')}"
+        )
+    if q.dtype == torch.bfloat16 and q.device.type == "cpu":
+        return "the Triton interpreter has no bfloat16 dot"
+    if q.shape[1] > TRITON_MAX_FEATURES:
+        return f"the Triton kernels take at most {TRITON_MAX_FEATURES} features, got {q.shape[1]}"
+    return None
+
+
+def _backend(q: torch.Tensor) -> str:
+    checks = {"triton": lambda: _triton_reason(q), "chunked": lambda: None, "reference": lambda: None}
+    # the interpreter is far slower than the chunked path: Triton on the CPU only when forced
+    order = ("triton", "chunked", "reference") if q.device.type == "cuda" else ("chunked", "reference")
+    return backends.choose(OP, checks, order)
+
+
+class QueueStats(NamedTuple):
+    """Per-row statistics of queries against their level's queue (no positives)."""
+
+    lse: torch.Tensor  # (R,) fp32 (fp64 for fp64 input): log sum_j exp(q . k_j / tau)
+    weighted_keys: torch.Tensor  # (R, D) sum_j softmax_j k_j
+    top1: torch.Tensor  # (R,) int64 index, within the level's queue, of the largest q . k_j
+
+
+def queue_softmax_stats(
+    q: torch.Tensor,
+    bank: torch.Tensor,
+    temperature: float,
+    rows: Sequence[int] | None = None,
+    ranges: Sequence[tuple[int, int]] | None = None,
+    backend: str | None = None,
+) -> QueueStats:
+    """Softmax statistics of queries q (R, D) against queue rows of ``bank`` (K_total, D).
+
+    Level l owns the next ``rows[l]`` query rows and the queue rows ``bank[start:start+count]`` with
+    ``(start, count) = ranges[l]``; by default one level over the whole bank. Differentiable in q
+    (``lse`` and ``weighted_keys``); the bank is a constant and must not require grad.
+    ``backend`` is ``"triton"`` or ``"chunked"`` (default: the automatic choice).
+    """
+    check_floating("info_nce: queries", q)
+    if q.dim() != 2 or bank.dim() != 2:
+        raise ValueError(
+            f"info_nce: queries must be (R, D) and the queue (K, D), got {tuple(q.shape)} and {tuple(bank.shape)}"
+        )
+    if bank.requires_grad:
+        raise ValueError(
+            "info_nce: the queue must not require grad (it is a memory buffer: pass queue.detach())"
+        )
+    if bank.shape[1] != q.shape[1]:
+        raise ValueError(
+            f"info_nce: queries have D={q.shape[1]} features but the queue has D={bank.shape[1]}"
+        )
+    if bank.device != q.device or bank.dtype != q.dtype:
+        raise ValueError(
+            f"info_nce: queue is {bank.dtype} on {bank.device} but queries are {q.dtype} on {q.device}"
+        )
+    rows = [q.shape[0]] if rows is None else [int(n) for n in rows]
+    ranges = [(0, bank.shape[0])] if ranges is None else [(int(a), int(b)) for a, b in ranges]
+    if len(rows) != len(ranges) or sum(rows) != q.shape[0]:
+        raise ValueError(
+            f"info_nce: {len(rows)} levels with {sum(rows)} rows for {len(ranges)} queue ranges and {q.shape[0]} queries"
+        )
+    for start, count in ranges:
+        if count <= 0:
+            raise ValueError(f"info_nce: every level needs a non-empty queue (K >= 1), got K={count}")
+        if start < 0 or start + count > bank.shape[0]:
+            raise ValueError(
+                f"info_nce: queue range ({start}, {count}) is outside the bank of {bank.shape[0]} rows"
+            )
+    backend = backend or _backend(q)
+    if backend == "triton" and (reason := _triton_reason(q)) is not None:
+        raise backends.BackendUnavailableError(f"{OP}: backend 'triton' cannot run: {reason}")
+    flat = [v for pair in ranges for v in pair]
+    return QueueStats(*_queue_softmax_stats(q, bank, rows, flat, 1.0 / temperature, backend == "triton"))
+
+
+# --- the losses -------------------------------------------------------------------------------
+
+
+class InfoNCEOutput(NamedTuple):
+    losses: torch.Tensor  # (L,) fp32 per-level mean losses
+    row_losses: torch.Tensor  # (R,) fp32 per-row losses, levels concatenated
+    lse: torch.Tensor  # (R,) fp32 logsumexp of each row's full logits [positives, queue]
+    top1: torch.Tensor  # (R,) int64 nearest entry of each row's queue (raw dot product)
+
+
+def _as_bank(
+    queue: torch.Tensor | Sequence[torch.Tensor], queue_ranges: Sequence[tuple[int, int]] | None, levels: int
+) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+    """One bank and per-level ranges: a single tensor (shared, or sliced by ``queue_ranges``), or one
+    queue per level, concatenated once (a tensor passed for several levels is stored once)."""
+    if isinstance(queue, torch.Tensor):
+        if queue_ranges is None:
+            return queue, [(0, queue.shape[0])] * levels
+        if len(queue_ranges) != levels:
+            raise ValueError(f"info_nce: {len(queue_ranges)} queue ranges for {levels} levels")
+        return queue, list(queue_ranges)
+    if queue_ranges is not None:
+        raise ValueError("info_nce: queue_ranges goes with one bank tensor, not a list of queues")
+    if len(queue) != levels:
+        raise ValueError(f"info_nce: {len(queue)} queues for {levels} levels")
+    parts: list[torch.Tensor] = []
+    ranges = []
+    for t in queue:
+        i = next((i for i, seen in enumerate(parts) if seen is t), None)
+        if i is None:
+            parts.append(t)
+            i = len(parts) - 1
+        ranges.append((sum(p.shape[0] for p in parts[:i]), t.shape[0]))
+    return (parts[0] if len(parts) == 1 else torch.cat(parts)), ranges
+
+
+def _check_level(lvl: int, q: torch.Tensor, pos: torch.Tensor, d: int) -> None:
+    if q.dim() != 2:
+        raise ValueError(f"info_nce: level {lvl} queries must be (N, D), got {tuple(q.shape)}")
+    if pos.dim() not in (2, 3) or pos.shape[0] != q.shape[0] or pos.shape[-1] != q.shape[1]:
+        raise ValueError(
+            f"info_nce: level {lvl} positives must be (N, D) or (N, G, D) matching queries {tuple(q.shape)}, got {tuple(pos.shape)}"
+        )
+    if q.shape[1] != d:
+        raise ValueError(f"info_nce: level {lvl} queries have D={q.shape[1]} but level 0 has D={d}")
+
+
+def info_nce(
+    queries: torch.Tensor | Sequence[torch.Tensor],
+    positives: torch.Tensor | Sequence[torch.Tensor],
+    queue: torch.Tensor | Sequence[torch.Tensor],
+    temperature: float,
+    *,
+    queue_ranges: Sequence[tuple[int, int]] | None = None,
+    mined: Sequence[torch.Tensor | None] | None = None,
+    normalize: bool = False,
+    check_finite: bool = True,
+) -> InfoNCEOutput:
+    """InfoNCE of every level of a method in one pass over the queues, never storing (N, K) logits.
+
+    Args:
+        queries: (N_l, D) per level (a list), or one (N, D) tensor for a single level.
+        positives: per level (N_l, D) (one positive: MoCo cross-entropy with label 0) or (N_l, G, D)
+            (G positives: HiCo's ``-log sum_g softmax_g``). Gradients flow into them.
+        queue: one (K, D) bank for every level, a bank sliced per level by ``queue_ranges``
+            ((start, count) rows per level), or a list of (K_l, D) queues. A constant: no gradient.
+        temperature: tau; logits are ``[q . positives, q . queue] / tau``.
+        mined: per level None or (N_l, M) int64 queue indices joining the positive set (HiCLR phase 2):
+            loss = ``-mean_{j in P} log softmax_j`` over P = {positive 0} union mined (duplicates once).
+        normalize: L2-normalise queries and positives inside (the queue is stored normalised).
+        check_finite: raise on NaN/Inf features (a device sync; skipped under torch.compile).
+
+    Returns:
+        InfoNCEOutput(losses (L,), row_losses (R,), lse (R,), top1 (R,)), R = sum of N_l.
+    """
+    single = isinstance(queries, torch.Tensor)
+    queries = [queries] if single else list(queries)
+    positives = [positives] if isinstance(positives, torch.Tensor) else list(positives)
+    levels = len(queries)
+    if levels == 0 or len(positives) != levels:
+        raise ValueError(f"info_nce: {levels} query levels but {len(positives)} positive levels")
+    if mined is not None and len(mined) != levels:
+        raise ValueError(f"info_nce: mined has {len(mined)} entries for {levels} levels")
+    d = queries[0].shape[-1]
+    for lvl, (q, pos) in enumerate(zip(queries, positives, strict=True)):
+        _check_level(lvl, q, pos, d)
+    bank, ranges = _as_bank(queue, queue_ranges, levels)
+    if check_finite:
+        for lvl, (q, pos) in enumerate(zip(queries, positives, strict=True)):
+            _check_finite(f"level {lvl} queries", q)
+            _check_finite(f"level {lvl} positives", pos)
+        _check_finite("the queue", bank)
+    if normalize:
+        queries = [F.normalize(q, dim=-1) for q in queries]
+        positives = [F.normalize(p, dim=-1) for p in positives]
+
+    if _backend(queries[0]) == "reference":
+        return _reference_output(queries, positives, bank, ranges, temperature, mined)
+
+    stats = queue_softmax_stats(torch.cat(queries), bank, temperature, [q.shape[0] for q in queries], ranges)
+    row_losses, lses = [], []
+    row = 0
+    for lvl, (q, pos) in enumerate(zip(queries, positives, strict=True)):
+        n = q.shape[0]
+        lse_q = stats.lse[row : row + n]
+        pos3 = pos if pos.dim() == 3 else pos.unsqueeze(1)
+        s_pos = torch.einsum("nd,ngd->ng", q, pos3).to(lse_q.dtype) / temperature
+        lse_all = torch.logsumexp(torch.cat([lse_q[:, None], s_pos], 1), 1)
+        mined_l = None if mined is None else mined[lvl]
+        if mined_l is not None:
+            if pos3.shape[1] > 1:
+                raise ValueError(
+                    f"info_nce: level {lvl} has mined positives and G={pos3.shape[1]} positives; mining takes one"
+                )
+            start, count = ranges[lvl]
+            row_losses.append(
+                lse_all - _mined_mean_logit(q, s_pos[:, 0], bank[start : start + count], mined_l, temperature)
+            )
+        elif pos3.shape[1] > 1:
+            row_losses.append(lse_all - torch.logsumexp(s_pos, 1))
+        else:
+            row_losses.append(lse_all - s_pos[:, 0])
+        lses.append(lse_all)
+        row += n
+    losses = torch.stack([r.mean() for r in row_losses])
+    return InfoNCEOutput(losses, torch.cat(row_losses), torch.cat(lses), stats.top1)
+
+
+def _mined_mean_logit(
+    q: torch.Tensor, s_key: torch.Tensor, queue: torch.Tensor, mined: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """Mean logit over {key} union the distinct mined queue entries, per row."""
+    if mined.dim() != 2 or mined.shape[0] != q.shape[0]:
+        raise ValueError(f"info_nce: mined must be (N, M) queue indices, got {tuple(mined.shape)}")
+    s_mined = torch.einsum("nd,nmd->nm", q, queue[mined]).to(s_key.dtype) / temperature
+    m = mined.shape[1]
+    # an index counts once: drop it where it equals an earlier column of the same row
+    dup = (
+        (mined[:, :, None] == mined[:, None, :]).tril(-1).any(2)
+        if m > 1
+        else torch.zeros_like(mined, dtype=torch.bool)
+    )
+    keep = (~dup).to(s_key.dtype)
+    return (s_key + (s_mined * keep).sum(1)) / (1 + keep.sum(1))
+
+
+def _reference_output(
+    queries: list[torch.Tensor],
+    positives: list[torch.Tensor],
+    bank: torch.Tensor,
+    ranges: list[tuple[int, int]],
+    temperature: float,
+    mined: Sequence[torch.Tensor | None] | None,
+) -> InfoNCEOutput:
+    queues = [bank[s : s + c].detach() for s, c in ranges]
+    losses = reference_info_nce(queries, positives, queues, temperature, mined)
+    logits = [
+        queue_logits(q, p, k, temperature).float() for q, p, k in zip(queries, positives, queues, strict=True)
+    ]
+    lse = torch.cat([torch.logsumexp(lg, 1) for lg in logits])
+    top1 = torch.cat([nearest_queue_entry(q, k) for q, k in zip(queries, queues, strict=True)])
+    # per-row losses are only needed for the output's completeness: recompute them from the logits
+    rows = []
+    for lvl, (lg, p) in enumerate(zip(logits, positives, strict=True)):
+        g = p.shape[1] if p.dim() == 3 else 1
+        mined_l = None if mined is None else mined[lvl]
+        if mined_l is not None:
+            mask = torch.zeros_like(lg)
+            mask[:, 0] = 1
+            mask[:, g:].scatter_(1, mined_l, 1.0)
+            rows.append(-(F.log_softmax(lg, 1) * mask).sum(1) / mask.sum(1))
+        else:
+            rows.append(torch.logsumexp(lg, 1) - torch.logsumexp(lg[:, :g], 1))
+    return InfoNCEOutput(losses, torch.cat(rows), lse, top1)
+
+
+class HiCLRLoss(NamedTuple):
+    loss: torch.Tensor  # L_nce + w * (L_1 + L_2)
+    nce: torch.Tensor
+    consistency_1: torch.Tensor  # CE(sg(p_q) -> p_q1)
+    consistency_2: torch.Tensor  # CE(sg(p_q1) -> p_q2)
+    top1: torch.Tensor  # (3, N) nearest queue entry of q, q1, q2
+
+
+def hiclr_loss(
+    q: torch.Tensor,
+    q1: torch.Tensor,
+    q2: torch.Tensor,
+    k: torch.Tensor,
+    queue: torch.Tensor,
+    temperature: float = 0.07,
+    *,
+    mining: bool = False,
+    consistency_weight: float = 0.5,
+    normalize: bool = False,
+    check_finite: bool = True,
+) -> HiCLRLoss:
+    """HiCLR's objective (spec hico_hiclr.md §2.5) with its three branches in one queue pass.
+
+    q, q1, q2 (N, D): basic, strong and strong+masked query branches; k (N, D) the key; queue (K, D).
+    ``L = L_nce + w (L_1 + L_2)``: L_nce is InfoNCE of q (``mining``: mean log-probability over
+    {k} union the top-1 queue entries of q, q1, q2), ``L_1 = CE(sg(p_q), p_q1)``,
+    ``L_2 = CE(sg(p_q1), p_q2)`` over the [k, queue] entries, computed from per-row statistics.
+    """
+    branches = [q, q1, q2]
+    for name, t in zip(("q", "q1", "q2", "k"), (*branches, k), strict=True):
+        check_floating(f"hiclr_loss: {name}", t)
+        if t.dim() != 2 or t.shape != q.shape:
+            raise ValueError(
+                f"hiclr_loss: {name} must be (N, D) like q {tuple(q.shape)}, got {tuple(t.shape)}"
+            )
+        if check_finite:
+            _check_finite(f"hiclr_loss {name}", t)
+    if check_finite:
+        _check_finite("the queue", queue)
+    if normalize:
+        branches = [F.normalize(b, dim=-1) for b in branches]
+        k = F.normalize(k, dim=-1)
+    if _backend(q) == "reference":
+        loss, nce, l1, l2 = reference_hiclr_loss(*branches, k, queue, temperature, mining, consistency_weight)
+        top1 = torch.stack([nearest_queue_entry(b, queue) for b in branches])
+        return HiCLRLoss(loss, nce, l1, l2, top1)
+
+    n = q.shape[0]
+    stats = queue_softmax_stats(torch.cat(branches), queue, temperature, [n, n, n], [(0, queue.shape[0])] * 3)
+    lse_q = stats.lse.view(3, n)
+    o = stats.weighted_keys.view(3, n, -1)
+    s_pos = torch.stack([(b * k).sum(1) for b in branches]).to(lse_q.dtype) / temperature  # (3, N)
+    lse_all = torch.logaddexp(lse_q, s_pos)
+    top1 = stats.top1.view(3, n)
+    if mining:
+        nce = (lse_all[0] - _mined_mean_logit(branches[0], s_pos[0], queue, top1.T, temperature)).mean()
+    else:
+        nce = (lse_all[0] - s_pos[0]).mean()
+
+    def consistency(t: int, s: int) -> torch.Tensor:
+        # CE(sg(p_t), p_s) = lse_s - [p_t,key s_s,key + P_t,queue * (q_s . o_t) / tau]
+        p_key = torch.exp(s_pos[t] - lse_all[t]).detach()
+        p_queue = torch.exp(lse_q[t] - lse_all[t]).detach()
+        cross = (branches[s].to(o.dtype) * o[t].detach()).sum(1) / temperature
+        return (lse_all[s] - p_key * s_pos[s] - p_queue * cross).mean()
+
+    l1, l2 = consistency(0, 1), consistency(1, 2)
+    return HiCLRLoss(nce + consistency_weight * (l1 + l2), nce, l1, l2, top1)
