@@ -36,13 +36,13 @@ format: setup
 
 test: setup lint
 	$(PY) -m skelfast info
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q tests benchmarks
 
 demo: setup
 	$(PY) -m skelfast demo
 
 bench: setup
-	$(PY) -m skelfast bench
+	$(PY) -m benchmarks.run $(BENCH)
 
 clean:
 	rm -rf build $(VENV) skelfast/_C*.so *.egg-info

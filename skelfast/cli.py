@@ -13,7 +13,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("info", help="versions, built and available backends, and why not")
     sub.add_parser("demo", help="a short end-to-end demonstration on built-in synthetic data")
     bench = sub.add_parser("bench", help="run the benchmarks in benchmarks/ and write the tables")
-    bench.add_argument("--op", action="append", help="only these ops (default: all)")
+    bench.add_argument("--op", action="append", help="only these benchmarks, e.g. graph_conv (default: all)")
     args = parser.parse_args(argv)
 
     if args.command == "info":
@@ -25,9 +25,11 @@ def main(argv: list[str] | None = None) -> int:
 
         demo.main()
     elif args.command == "bench":
-        from skelfast import bench
-
-        return bench.main(ops=args.op)
+        try:
+            from benchmarks import run
+        except ImportError:
+            parser.error("the benchmarks live in the source checkout: run `make bench` from its root")
+        return run.main(args.op)
     return 0
 
 
