@@ -20,7 +20,7 @@ $(PY):
 $(STAMP_DEPS): pyproject.toml | $(PY)
 	$(PIP) install -q torch==2.13.0 "setuptools>=64" wheel ninja
 	$(PIP) install -q -e ".[dev]" --no-build-isolation
-	touch $@
+	touch $@ $(STAMP_BUILD)  # that install also built the extension
 
 $(STAMP_BUILD): $(STAMP_DEPS) setup.py $(CSRC)
 	$(PIP) install -q -e . --no-build-isolation --no-deps
