@@ -18,6 +18,10 @@ def _load() -> tuple[object | None, str | None]:
         return None, f"{exc} (build it with `make setup` or `pip install -e . --no-build-isolation`)"
     except OSError as exc:  # e.g. an undefined symbol after a torch upgrade
         return None, f"{exc} (rebuild it against the installed torch with `make setup`)"
+    built, installed = getattr(_C, "TORCH_VERSION", "?"), torch.__version__.split("+")[0]
+    if built != installed:
+        # ABI mismatches crash or misbehave later; refuse now and say how to fix it.
+        return None, f"built against torch {built} but torch {installed} is installed (rebuild: `make setup`)"
     return _C, None
 
 
