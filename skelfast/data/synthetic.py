@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 NUM_JOINTS = 25
 
@@ -234,28 +233,28 @@ def _dof_trajectories(
     return out
 
 
-def _axis_rotation(axis: np.ndarray, angle: torch.Tensor) -> torch.Tensor:
+def _axis_rotation(axis: np.ndarray, angle: np.ndarray) -> np.ndarray:
     """Rotation matrices (..., 3, 3) about a fixed unit ``axis`` by ``angle`` (...) (Rodrigues)."""
-    k = torch.tensor(
-        [[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]], dtype=angle.dtype
-    )
-    eye = torch.eye(3, dtype=angle.dtype)
-    s, c = torch.sin(angle)[..., None, None], torch.cos(angle)[..., None, None]
-    return eye + s * k + (1 - c) * (k @ k)
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]], dtype=angle.dtype)
+    s, c = np.sin(angle)[..., None, None], np.cos(angle)[..., None, None]
+    return np.eye(3, dtype=angle.dtype) + s * k + (1 - c) * (k @ k)
 
 
-def _forward_kinematics(dof: torch.Tensor, bone_scale: torch.Tensor) -> torch.Tensor:
-    """Joint positions (B, T, 25, 3) in the body frame from DOF values (B, T, D) and bone scales (B, 25)."""
+def _forward_kinematics(dof: np.ndarray, bone_scale: np.ndarray) -> np.ndarray:
+    """Joint positions (B, T, 25, 3) in the body frame from DOF values (B, T, D) and bone scales (B, 25).
+
+    numpy rather than torch: torch's CPU sin/cos are pathologically slow on some hosts (this one).
+    """
     b, t, _ = dof.shape
-    local: dict[int, torch.Tensor] = {}
+    local: dict[int, np.ndarray] = {}
     for i, (_, joint, axis, _, _) in enumerate(_DOFS):
         if joint < 0:
             continue
-        r = _axis_rotation(np.asarray(axis, dtype=np.float64), dof[..., i])
+        r = _axis_rotation(np.asarray(axis, dtype=dof.dtype), dof[..., i])
         local[joint] = r if joint not in local else local[joint] @ r
-    rest = torch.as_tensor(_REST, dtype=dof.dtype)
-    glob: dict[int, torch.Tensor] = {}
-    pos = dof.new_zeros(b, t, NUM_JOINTS, 3)
+    rest = _REST.astype(dof.dtype)
+    glob: dict[int, np.ndarray] = {}
+    pos = np.zeros((b, t, NUM_JOINTS, 3), dtype=dof.dtype)
     pos[:, :, 0] = rest[0]
     for j in _ORDER:
         p = _PARENT[j]
@@ -265,10 +264,10 @@ def _forward_kinematics(dof: torch.Tensor, bone_scale: torch.Tensor) -> torch.Te
         if g is not None:
             glob[j] = g
         offset = (rest[j] - rest[p]) * bone_scale[:, None, j, None]  # (B, 1, 3)
-        step = offset.expand(b, t, 3) if g is None else (g * offset[:, :, None, :]).sum(-1)
+        step = offset if g is None else (g * offset[:, :, None, :]).sum(-1)
         pos[:, :, j] = pos[:, :, p] + step
     # root: height, yaw about the vertical through spine_base, step forward
-    yaw = _axis_rotation(np.array([0.0, 1.0, 0.0]), dof[..., _IDX["root_yaw"]])
+    yaw = _axis_rotation(np.array([0.0, 1.0, 0.0], dtype=dof.dtype), dof[..., _IDX["root_yaw"]])
     pos = (yaw[:, :, None] * pos[..., None, :]).sum(-1)
     pos[..., 1] += dof[..., _IDX["root_height"], None]
     pos[..., 2] += dof[..., _IDX["root_step"], None]
@@ -328,9 +327,8 @@ def generate(
         idx = order[lo : lo + chunk]
         t_chunk = int(lengths[idx].max())
         crng = np.random.default_rng([seed, 0xC4, c])
-        gen = torch.Generator().manual_seed(int(crng.integers(2**62)))
         data[idx, :, :t_chunk] = _render_chunk(
-            crng, gen, spec, subj, labels[idx], subjects[idx], partners[idx], cameras[idx], lengths[idx],
+            crng, spec, subj, labels[idx], subjects[idx], partners[idx], cameras[idx], lengths[idx],
             t_chunk, noise_std, missing_prob, view_jitter_deg, is_inter,
         )  # fmt: skip
     names = [
@@ -345,7 +343,6 @@ _KEYS = 48  # poses are computed at 48 points of normalised time and interpolate
 
 def _render_chunk(
     rng: np.random.Generator,
-    gen: torch.Generator,
     spec: SyntheticSpec,
     subj: dict[str, np.ndarray],
     labels: np.ndarray,
@@ -362,7 +359,7 @@ def _render_chunk(
     b = len(labels)
     tau_keys = np.broadcast_to(np.linspace(0.0, 1.0, _KEYS), (b, _KEYS))
     inter = is_inter[labels]
-    keys = torch.zeros(b, _KEYS, NUM_JOINTS, 3, 2)
+    keys = np.zeros((b, _KEYS, NUM_JOINTS, 3, 2), dtype=np.float32)
     for person, motions, who in ((0, list(spec.motions), subjects), (1, list(spec.partner), partners)):
         rows = np.arange(b) if person == 0 else np.nonzero(inter)[0]
         if len(rows) == 0:
@@ -371,26 +368,23 @@ def _render_chunk(
         dof = (
             _dof_trajectories(rng, lab, motions, tau_keys[rows]) + subj["posture"][who[rows] - 1][:, None, :]
         )
-        pos = _forward_kinematics(
-            torch.from_numpy(dof).float(), torch.from_numpy(subj["bone"][who[rows] - 1]).float()
-        )
+        pos = _forward_kinematics(dof.astype(np.float32), subj["bone"][who[rows] - 1].astype(np.float32))
         if person == 1:  # person B stands 0.9-1.5 m in front of A, turned to face A
-            pos = pos * torch.tensor([-1.0, 1.0, -1.0])
+            pos = pos * np.array([-1.0, 1.0, -1.0], dtype=np.float32)
             gap = np.stack(
                 [rng.normal(0, 0.1, len(rows)), np.zeros(len(rows)), rng.uniform(0.9, 1.5, len(rows))], -1
             )
-            pos = pos + torch.from_numpy(gap).float()[:, None, None, :]
-        keys[torch.from_numpy(rows), ..., person] = pos
+            pos = pos + gap.astype(np.float32)[:, None, None, :]
+        keys[rows, ..., person] = pos
     # speed nuisance: a monotone time warp of normalised time over each sample's own length
     frame = np.arange(t_len)[None, :]
     u = frame / lengths[:, None]
     tau = np.clip(u + rng.uniform(-0.12, 0.12, size=(b, 1)) * np.sin(2 * np.pi * u) / np.pi, 0.0, 1.0)
     pos_k = tau * (_KEYS - 1)
     k0 = np.minimum(np.floor(pos_k).astype(np.int64), _KEYS - 2)
-    w = torch.from_numpy(pos_k - k0).float()[:, :, None, None, None]
-    rows = torch.arange(b)[:, None]
-    k0t = torch.from_numpy(k0)
-    xyz = keys[rows, k0t] * (1 - w) + keys[rows, k0t + 1] * w  # (B, T, V, 3, M)
+    w = (pos_k - k0).astype(np.float32)[:, :, None, None, None]
+    rows = np.arange(b)[:, None]
+    xyz = keys[rows, k0] * (1 - w) + keys[rows, k0 + 1] * w  # (B, T, V, 3, M)
     # camera: the person faces the camera (-z) turned by its yaw + jitter, small pitch, 2.5-3.5 m away
     yaw_deg = np.array([_CAMERA_YAW_DEG[int(c)] for c in cameras]) + rng.uniform(-1, 1, b) * view_jitter_deg
     yaw = np.deg2rad(yaw_deg) + np.pi
@@ -403,13 +397,14 @@ def _render_chunk(
     r_pitch = np.stack(
         [np.stack([one, zero, zero], -1), np.stack([zero, cp, -sp], -1), np.stack([zero, sp, cp], -1)], -2
     )
-    rot = torch.from_numpy(r_pitch @ r_yaw).float()
+    rot = (r_pitch @ r_yaw).astype(np.float32)
     shift = np.stack([rng.uniform(-0.5, 0.5, b), rng.uniform(-1.0, -0.6, b), rng.uniform(2.5, 3.5, b)], -1)
-    pts = xyz.permute(0, 1, 2, 4, 3).reshape(b, -1, 3)  # (B, T*V*M, 3)
-    pts = torch.bmm(pts, rot.transpose(1, 2)) + torch.from_numpy(shift).float()[:, None, :]
-    pts = pts + noise_std * torch.randn(pts.shape, generator=gen)
-    out = pts.reshape(b, t_len, NUM_JOINTS, 2, 3).permute(0, 4, 1, 2, 3).numpy()  # (B, 3, T, V, M) view
-    out = np.ascontiguousarray(out)
+    pts = xyz.transpose(0, 1, 2, 4, 3).reshape(b, -1, 3)  # (B, T*V*M, 3)
+    pts = pts @ rot.transpose(0, 2, 1) + shift.astype(np.float32)[:, None, :]
+    pts += noise_std * rng.standard_normal(pts.shape, dtype=np.float32)
+    out = np.ascontiguousarray(
+        pts.reshape(b, t_len, NUM_JOINTS, 2, 3).transpose(0, 4, 1, 2, 3)
+    )  # (B, 3, T, V, M)
     # missing joints: a random extremity drops out (zeros) for a stretch of frames
     drop = rng.random(b) < missing_prob
     joint = rng.choice([3, 7, 11, 15, 19, 21, 22, 23, 24], size=b)
@@ -453,12 +448,12 @@ def write_synthetic(
     from skelfast.data import normalize, storage
 
     synth = generate(num_samples, num_classes, seed, **kwargs)  # type: ignore[arg-type]
-    data = normalize.normalize(synth.data, synth.num_frame, normalization)
+    data, num_frame = normalize.normalize(synth.data, synth.num_frame, normalization)
     for bench in benchmarks:
         for part in storage.PARTS:
             idx = split_indices(synth.subjects, synth.cameras, bench, part)
             storage.save_split(
-                Path(out_dir) / bench, part, data[idx], synth.num_frame[idx], synth.labels[idx],
+                Path(out_dir) / bench, part, data[idx], num_frame[idx], synth.labels[idx],
                 [synth.sample_names[i] for i in idx],
             )  # fmt: skip
     return synth
