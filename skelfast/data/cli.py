@@ -1,0 +1,77 @@
+"""``skelfast data ...``: convert NTU RGB+D raw files, PKU-MMD, pyskl pickles; write the synthetic dataset.
+
+Wired into ``skelfast/cli.py`` with ``add_parsers(subparsers)`` and ``run(args)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_parsers(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``data`` command (with its ``ntu``, ``synthetic``, ``pku``, ``pyskl`` subcommands)."""
+    from skelfast.data.normalize import NORMALIZATIONS
+
+    data = subparsers.add_parser("data", help="convert datasets to the standard arrays; write synthetic data")
+    sub = data.add_subparsers(dest="data_command", required=True)
+
+    ntu = sub.add_parser("ntu", help="NTU RGB+D 60/120 raw .skeleton folder -> arrays per benchmark")
+    ntu.add_argument("raw_dir", help="folder of .skeleton files")
+    ntu.add_argument(
+        "out_dir", help="output folder; gets xsub/ and xview/ (ntu60) or xsub/ and xset/ (ntu120)"
+    )
+    ntu.add_argument("--dataset", choices=("ntu60", "ntu120"), default="ntu60")
+    ntu.add_argument("--missing", help="samples_with_missing_skeletons.txt (listed samples are skipped)")
+    ntu.add_argument("--normalization", choices=NORMALIZATIONS, default="agcn")
+    ntu.add_argument(
+        "--bodies", choices=("energy", "first"), help="body selection (default: energy; first for frame50)"
+    )
+    ntu.add_argument("--workers", type=int, help="processes (default: all cores)")
+    ntu.add_argument("--keep-cache", action="store_true", help="keep the resumable per-sample cache")
+    ntu.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    syn = sub.add_parser("synthetic", help="write the synthetic NTU-layout dataset (xsub/ and xview/)")
+    syn.add_argument("out_dir")
+    syn.add_argument("--samples", type=int, default=6000)
+    syn.add_argument("--classes", type=int, default=60)
+    syn.add_argument("--seed", type=int, default=0)
+    syn.add_argument("--normalization", choices=NORMALIZATIONS, default="agcn")
+    return data
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the ``data`` subcommand parsed by ``add_parsers``; returns the exit status."""
+    if args.data_command == "ntu":
+        from skelfast.data.ntu_convert import convert_ntu
+
+        res = convert_ntu(
+            args.raw_dir, args.out_dir, dataset=args.dataset, missing_list=args.missing,
+            normalization=args.normalization, bodies=args.bodies, workers=args.workers,
+            progress=not args.quiet, keep_cache=args.keep_cache,
+        )  # fmt: skip
+        print(f"converted {res.converted_now} files now, skipped {len(res.skipped)} on the missing list")
+        for k, n in res.sizes.items():
+            print(f"  {res.out_dir / k}: {n} samples")
+        return 0
+    if args.data_command == "synthetic":
+        from skelfast.data.synthetic import write_synthetic
+
+        synth = write_synthetic(args.out_dir, args.samples, args.classes, args.seed, args.normalization)
+        print(
+            f"wrote {len(synth.labels)} synthetic samples ({args.classes} classes) to {args.out_dir}/{{xsub,xview}}"
+        )
+        return 0
+    print(f"unknown data command {args.data_command!r}", file=sys.stderr)
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m skelfast.data.cli ...`` (the same as ``skelfast data ...``)."""
+    parser = argparse.ArgumentParser(prog="skelfast")
+    add_parsers(parser.add_subparsers(dest="command", required=True))
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
