@@ -2,7 +2,8 @@
 fallback where no faster backend is available."""
 
 from skelfast.reference.augment import augment
+from skelfast.reference.encoders import OfficialAGCN, OfficialSTGCN
 from skelfast.reference.graph_conv import graph_conv
 from skelfast.reference.info_nce import hiclr_loss, info_nce
 
-__all__ = ["augment", "graph_conv", "hiclr_loss", "info_nce"]
+__all__ = ["OfficialAGCN", "OfficialSTGCN", "augment", "graph_conv", "hiclr_loss", "info_nce"]
