@@ -37,6 +37,21 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPars
     syn.add_argument("--classes", type=int, default=60)
     syn.add_argument("--seed", type=int, default=0)
     syn.add_argument("--normalization", choices=NORMALIZATIONS, default="agcn")
+    pku = sub.add_parser("pku", help="PKU-MMD I/II skeleton + label folders and a split file -> arrays")
+    pku.add_argument("skeleton_dir")
+    pku.add_argument("label_dir")
+    pku.add_argument("split_file", help="cross_subject.txt / cross_view.txt (training ids on line 2)")
+    pku.add_argument("out_dir")
+    pku.add_argument("--normalization", choices=NORMALIZATIONS, default="agcn")
+
+    pk = sub.add_parser(
+        "pyskl", help="pyskl annotation pickle -> arrays (read without executing pickled code)"
+    )
+    pk.add_argument("pickle")
+    pk.add_argument("out_dir")
+    pk.add_argument("--train-split", required=True, help="e.g. xsub_train")
+    pk.add_argument("--val-split", required=True, help="e.g. xsub_val")
+    pk.add_argument("--normalization", choices=NORMALIZATIONS, default="none")
     return data
 
 
@@ -61,6 +76,24 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"wrote {len(synth.labels)} synthetic samples ({args.classes} classes) to {args.out_dir}/{{xsub,xview}}"
         )
+        return 0
+    if args.data_command == "pku":
+        from skelfast.data.pku_mmd import convert_pku
+
+        sizes = convert_pku(
+            args.skeleton_dir, args.label_dir, args.split_file, args.out_dir, args.normalization
+        )
+        print(f"wrote {sizes} samples to {args.out_dir}")
+        return 0
+    if args.data_command == "pyskl":
+        from skelfast.data import normalize, pyskl, storage
+
+        anno = pyskl.load_pyskl(args.pickle)
+        for part, split in (("train", args.train_split), ("val", args.val_split)):
+            data, num_frame, labels, names = pyskl.pyskl_to_arrays(anno, split)
+            data, num_frame = normalize.normalize(data, num_frame, args.normalization)
+            storage.save_split(args.out_dir, part, data, num_frame, labels, names)
+            print(f"  {args.out_dir}/{part}: {len(labels)} samples")
         return 0
     print(f"unknown data command {args.data_command!r}", file=sys.stderr)
     return 2

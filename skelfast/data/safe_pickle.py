@@ -31,6 +31,7 @@ _ALLOWED_GLOBALS = {
     ("builtins", "slice"),
     ("builtins", "range"),
     ("codecs", "encode"),  # numpy arrays pickled under protocol 2 store their bytes through codecs.encode
+    ("_codecs", "encode"),
 }
 
 
