@@ -87,8 +87,9 @@ class AugmentParams:
         identity = (k == 0).to(torch.float64).expand_as(w)
         return torch.where(self.blur_on[:, None], w, identity).to(dtype)
 
-    def validate(self, n: int, v: int) -> None:
-        """Raise ValueError naming the first field inconsistent with a batch of n samples, v joints."""
+    def validate(self, n: int, v: int, values: bool = True) -> None:
+        """Raise ValueError naming the first field inconsistent with a batch of n samples, v joints
+        (shapes; with ``values`` also the lengths and joint indices, which reads the tensors)."""
         if self.stream not in STREAMS:
             raise ValueError(f"augment: stream must be one of {STREAMS}, got {self.stream!r}")
         if self.t_out < 1:
@@ -121,9 +122,11 @@ class AugmentParams:
                 f"augment: params.frame_joint_mask has shape {tuple(self.frame_joint_mask.shape)}, "
                 f"expected (t_out, V) = {(self.t_out, v)}"
             )
-        if n and int(self.length.min()) < 1:
+        if not (n and values):
+            return
+        if int(self.length.min()) < 1:
             raise ValueError("augment: params.length must be >= 1 for every sample")
-        if n and (int(self.joint_source.min()) < 0 or int(self.joint_source.max()) >= v):
+        if int(self.joint_source.min()) < 0 or int(self.joint_source.max()) >= v:
             raise ValueError(f"augment: params.joint_source must index joints in [0, {v})")
 
     @staticmethod

@@ -36,8 +36,10 @@ def _check_inputs(x: torch.Tensor, valid: torch.Tensor, params: AugmentParams) -
         raise TypeError(f"augment: valid must be an integer tensor of frame counts, got {valid.dtype}")
     if params.batch_size != n:
         raise ValueError(f"augment: params were drawn for {params.batch_size} samples but x has N={n}")
-    params.validate(n, v)
-    if n:
+    # value checks read tensors; torch.compile traces the op without them (shapes still checked)
+    values = not torch.compiler.is_compiling()
+    params.validate(n, v, values=values)
+    if n and values:
         lo, hi = int(valid.min()), int(valid.max())
         if lo < 1 or hi > t_in:
             raise ValueError(f"augment: valid lengths must be in [1, T_in={t_in}], got min {lo} max {hi}")
@@ -91,7 +93,10 @@ def augment(
     if parents is None:
         parents = bone_parents(v) if params.stream == "bone" else torch.arange(v)
     parents = parents.to(device=x.device, dtype=torch.int64)
-    if tuple(parents.shape) != (v,) or (v and (int(parents.min()) < 0 or int(parents.max()) >= v)):
+    bad_index = (
+        v and not torch.compiler.is_compiling() and (int(parents.min()) < 0 or int(parents.max()) >= v)
+    )
+    if tuple(parents.shape) != (v,) or bad_index:
         raise ValueError(f"augment: parents must be (V,) = ({v},) joint indices, got {tuple(parents.shape)}")
     backend = _backend(x)
     mask = params.frame_joint_mask

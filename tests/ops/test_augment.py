@@ -1,0 +1,254 @@
+"""skelfast.ops.augment: the CPU (torch) path and the Triton kernel (interpreted) against the
+step-by-step reference, one step at a time and all together, on odd shapes and ragged lengths."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+import skelfast
+from skelfast.augment import AugmentParams
+from skelfast.ops.augment import augment_torch
+from skelfast.reference.augment import augment as reference
+from skelfast.reference.augment import bone_parents
+from tests.utils import assert_close
+
+# float32 paths that sum the same terms in another order: a few ulps of values up to ~5 (the
+# unnormalised blur's gain) times the matrices' entries
+ATOL, RTOL = 2e-5, 1e-5
+
+
+def _data(n: int, t_in: int, v: int, m: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, t_in, v, m, generator=g)
+    valid = torch.randint(1, t_in + 1, (n,), generator=g)
+    valid[0] = t_in
+    return x, valid
+
+
+def _step_params(step: str, valid: torch.Tensor, v: int, t_out: int) -> AugmentParams:
+    """Identity parameters with one step switched on (``all``: every step at once)."""
+    n = int(valid.shape[0])
+    g = torch.Generator().manual_seed(1)
+    p = AugmentParams.identity(valid, v, t_out)
+    steps = {step} if step != "all" else {"crop", "matrix", "select", "flip", "noise", "blur", "axis", "mask"}
+    if "crop" in steps:  # a window inside the valid frames, resized
+        length = torch.clamp((valid * 0.6).long(), min=1)
+        start = (torch.rand(n, generator=g) * (valid - length + 1)).long()
+        p = p.replace(start=start, length=length)
+    if step == "shift":  # HiCLR's reflected shift: windows reaching past both ends
+        p = p.replace(start=torch.randint(-3, 4, (n,), generator=g), length=torch.full((n,), t_out))
+    if step == "reverse":
+        p = p.replace(reverse=torch.arange(n) % 2 == 0)
+    if "matrix" in steps:
+        p = p.replace(matrix=torch.randn(n, 3, 3, generator=g))
+    if "select" in steps:
+        p = p.replace(
+            joint_matrix=torch.randn(n, 3, 3, generator=g), joint_select=torch.rand(n, v, generator=g) < 0.5
+        )
+    if "flip" in steps:
+        perm = torch.stack([torch.randperm(v, generator=g) for _ in range(n)])
+        p = p.replace(joint_source=torch.where((torch.arange(n) % 2 == 0)[:, None], perm, p.joint_source))
+    if "noise" in steps:
+        p = p.replace(
+            noise_std=torch.tensor([0.5, 0.0, 0.1])[torch.arange(n) % 3], noise_seed=torch.tensor(7)
+        )
+    if "blur" in steps or step == "blur-normalized":
+        p = p.replace(
+            blur_on=torch.arange(n) % 2 == 0,
+            blur_sigma=0.1 + 1.9 * torch.rand(n, generator=g),
+            blur_normalized=step == "blur-normalized",
+        )
+    if "axis" in steps:
+        keep = torch.ones(n, 3)
+        keep[torch.arange(n), torch.arange(n) % 3] = 0.0
+        p = p.replace(axis_keep=keep)
+    if "mask" in steps:
+        p = p.replace(frame_joint_mask=torch.rand(t_out, v, generator=g) < 0.2)
+    return p
+
+
+STEPS = [
+    "none", "crop", "shift", "reverse", "matrix", "select", "flip", "noise", "blur", "blur-normalized",
+    "axis", "mask", "all",
+]  # fmt: skip
+SHAPES = [(3, 1, 25, 2, 4), (2, 7, 17, 1, 5), (3, 50, 25, 2, 16), (2, 300, 25, 1, 64)]  # n, T_in, V, M, t_out
+
+
+def _parents(v: int) -> torch.Tensor:
+    return bone_parents(v) if v == 25 else torch.tensor([0] + [j - 1 for j in range(1, v)])
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("step", STEPS)
+@pytest.mark.parametrize("stream", ["joint", "bone", "motion"])
+def test_torch_path_matches_reference(step, shape, stream):
+    n, t_in, v, m, t_out = shape
+    x, valid = _data(n, t_in, v, m)
+    p = _step_params(step, valid, v, t_out).replace(stream=stream)
+    fill = torch.tensor(0.25)
+    expected = reference(x, valid, p, fill, _parents(v))
+    assert_close(
+        augment_torch(x, valid, p, fill, _parents(v)), expected, ATOL, RTOL, f"{step} {shape} {stream}"
+    )
+
+
+TRITON_CASES = [(s, (2, 9, 25, 2, 8), "joint") for s in STEPS if s != "noise"] + [
+    ("all", (1, 7, 17, 1, 5), "bone"),
+    ("all", (2, 50, 25, 2, 16), "motion"),
+    ("crop", (2, 300, 25, 2, 8), "bone"),
+]
+
+
+@pytest.mark.parametrize(("step", "shape", "stream"), TRITON_CASES, ids=str)
+def test_triton_matches_reference(step, shape, stream):
+    from skelfast.kernels.augment import augment_triton
+
+    n, t_in, v, m, t_out = shape
+    x, valid = _data(n, t_in, v, m)
+    # noise differs by design between Philox (Triton) and torch.randn (CPU): tested apart below
+    p = _step_params(step, valid, v, t_out).replace(stream=stream, noise_std=torch.zeros(n))
+    fill = torch.tensor(-0.5)
+    expected = reference(x, valid, p, fill, _parents(v))
+    assert_close(augment_triton(x, valid, p, fill, _parents(v)), expected, ATOL, RTOL, f"{step} {stream}")
+
+
+def test_triton_noise_is_seeded_gaussian_and_blurred_exactly():
+    """Noise alone: (out - clean) / std is N(0, 1), replays for a seed, changes with the seed; with
+    the blur, the noise is blurred too: its interior variance is sum(w^2)."""
+    from skelfast.kernels.augment import augment_triton
+
+    n, t, v, m = 2, 16, 25, 2
+    x, valid = _data(n, t, v, m)
+    valid[:] = t
+    parents = _parents(v)
+    clean = AugmentParams.identity(valid, v, t)
+    noisy = clean.replace(noise_std=torch.full((n,), 0.5), noise_seed=torch.tensor(123))
+    out = augment_triton(x, valid, noisy, torch.tensor(0.0), parents)
+    z = (out - augment_triton(x, valid, clean, torch.tensor(0.0), parents)) / 0.5  # 4800 values
+    assert abs(float(z.mean())) < 0.1 and 0.93 < float(z.std()) < 1.07
+    assert torch.equal(out, augment_triton(x, valid, noisy, torch.tensor(0.0), parents))
+    other = augment_triton(x, valid, noisy.replace(noise_seed=torch.tensor(124)), torch.tensor(0.0), parents)
+    assert not torch.allclose(out, other)
+    # samples get different streams
+    assert float((z[0] - z[1]).std()) > 1.2
+    blur = noisy.replace(blur_on=torch.ones(n, dtype=torch.bool), blur_sigma=torch.full((n,), 1.0))
+    blur_clean = blur.replace(noise_std=torch.zeros(n))
+    zb = (augment_triton(x, valid, blur, torch.tensor(0.0), parents) - reference(x, valid, blur_clean)) / 0.5
+    gain = float((blur.blur_weights()[0] ** 2).sum().sqrt())  # 2.51**0.5-ish for sigma 1
+    interior = zb[:, :, 4:12]
+    assert 0.85 * gain < float(interior.std()) < 1.15 * gain
+
+
+def test_cpu_noise_matches_reference_and_replays():
+    x, valid = _data(3, 20, 25, 2)
+    p = _step_params("all", valid, 25, 12)
+    a = skelfast.ops.augment(x, valid, p)
+    assert torch.equal(a, skelfast.ops.augment(x, valid, p))
+    b = skelfast.ops.augment(x, valid, p.replace(noise_seed=torch.tensor(8)))
+    assert not torch.equal(a, b)
+
+
+def test_public_op_backends_and_dtypes():
+    x, valid = _data(2, 9, 25, 2)
+    p = _step_params("all", valid, 25, 8).replace(noise_std=torch.zeros(2))
+    expected = reference(x, valid, p)
+    for backend in ("reference", "triton"):
+        with skelfast.use_backend(f"augment={backend}"):
+            assert_close(skelfast.ops.augment(x, valid, p), expected, ATOL, RTOL, backend)
+    out = skelfast.ops.augment(x.double(), valid, p)
+    assert out.dtype == torch.float64
+    assert_close(out, reference(x.double(), valid, p), 1e-12, 1e-12, "float64")
+    half = skelfast.ops.augment(x.half(), valid, p)
+    assert half.dtype == torch.float16
+    assert_close(half.float(), expected, 2e-2, 1e-2, "float16")
+
+
+def test_non_contiguous_input_and_empty_batch():
+    x, valid = _data(2, 9, 25, 2)
+    xt = x.permute(0, 1, 2, 4, 3).contiguous().permute(0, 1, 2, 4, 3)  # same values, other strides
+    assert not xt.is_contiguous()
+    p = _step_params("all", valid, 25, 8).replace(noise_std=torch.zeros(2))
+    from skelfast.kernels.augment import augment_triton
+
+    expected = reference(x, valid, p, None, bone_parents(25))
+    assert_close(
+        augment_torch(xt, valid, p, torch.tensor(0.0), bone_parents(25)), expected, ATOL, RTOL, "torch"
+    )
+    assert_close(
+        augment_triton(xt, valid, p, torch.tensor(0.0), bone_parents(25)), expected, ATOL, RTOL, "tri"
+    )
+    empty = AugmentParams.identity(torch.zeros(0, dtype=torch.long), 25, 8)
+    out = skelfast.ops.augment(torch.zeros(0, 3, 9, 25, 2), torch.zeros(0, dtype=torch.long), empty)
+    assert out.shape == (0, 3, 8, 25, 2)
+
+
+def test_gradient_flows_into_fill_only():
+    x, valid = _data(2, 9, 25, 2)
+    p = _step_params("mask", valid, 25, 8)
+    fill = torch.tensor(0.3, requires_grad=True)
+    out = skelfast.ops.augment(x, valid, p, fill)
+    weights = torch.randn_like(out)
+    (out * weights).sum().backward()
+    mask = p.frame_joint_mask[None, None, :, :, None].expand_as(out)
+    assert_close(fill.grad, weights[mask].sum(), 1e-5, 1e-5, "d fill")
+    assert bool((out[mask] == 0.3).all())
+    with pytest.raises(ValueError, match="x requires grad"):
+        skelfast.ops.augment(x.requires_grad_(), valid, p, fill)
+
+
+def test_opcheck_and_compile():
+    x, valid = _data(2, 9, 25, 2)
+    p = _step_params("all", valid, 25, 8)
+    fill = torch.tensor(0.3, requires_grad=True)
+    args = (x, valid, p.start, p.length, p.reverse, p.matrix, p.joint_matrix, p.joint_select)
+    args += (p.joint_source, p.noise_std, p.noise_seed, p.blur_sigma, p.blur_on, p.axis_keep)
+    args += (p.frame_joint_mask, fill, bone_parents(25), 8, 0, 15, False, "torch")
+    torch.library.opcheck(torch.ops.skelfast.augment.default, args)
+
+    def step(fill):
+        return skelfast.ops.augment(x, valid, p, fill).square().sum()
+
+    eager = torch.autograd.grad(step(fill), fill)[0]
+    compiled = torch.autograd.grad(torch.compile(step, fullgraph=True)(fill), fill)[0]
+    assert_close(compiled, eager, 1e-4, 1e-5, "compiled d fill")
+
+
+def test_bad_input_raises_clear_errors():
+    x, valid = _data(2, 9, 25, 2)
+    p = AugmentParams.identity(valid, 25, 8)
+    with pytest.raises(ValueError, match="5 dimensions"):
+        skelfast.ops.augment(x[0], valid, p)
+    with pytest.raises(ValueError, match=r"valid lengths must be in \[1, T_in=9\]"):
+        skelfast.ops.augment(x, torch.tensor([0, 5]), p)
+    with pytest.raises(ValueError, match=r"valid lengths must be in \[1, T_in=9\]"):
+        skelfast.ops.augment(x, torch.tensor([10, 5]), p)
+    with pytest.raises(ValueError, match="drawn for 2 samples but x has N=3"):
+        skelfast.ops.augment(torch.cat([x, x[:1]]), torch.tensor([9, 5, 5]), p)
+    with pytest.raises(ValueError, match="params.joint_select has shape"):
+        skelfast.ops.augment(x, valid, p.replace(joint_select=torch.zeros(2, 17, dtype=torch.bool)))
+    with pytest.raises(ValueError, match="3 coordinate channels"):
+        skelfast.ops.augment(x[:, :2], valid, p)
+    with pytest.raises(TypeError, match="integer tensor"):
+        skelfast.ops.augment(x, valid.float(), p)
+    with pytest.raises(ValueError, match="stream must be one of"):
+        skelfast.ops.augment(x, valid, p.replace(stream="velocity"))
+    with pytest.raises(ValueError, match="bone stream knows the NTU layout"):
+        skelfast.ops.augment(x[..., :17, :], valid, AugmentParams.identity(valid, 17, 8, stream="bone"))
+    with pytest.raises(ValueError, match="fill must hold one value"):
+        skelfast.ops.augment(x, valid, p, torch.zeros(2))
+
+
+def test_every_kernel_configuration_compiles_ahead_of_time():
+    from skelfast import aot
+
+    proc = aot.compile_in_subprocess(("skelfast.kernels.augment",))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert len(rows) == 3 * len(aot.ARCHS)
+    assert all(r["fits"] for r in rows), rows
+    assert {r["arch"] for r in rows} == set(aot.ARCHS)
+    assert math.isfinite(sum(r["registers"] for r in rows))
