@@ -179,7 +179,9 @@ class HiCLR:
 @dataclass(frozen=True)
 class NoAugmentation:
     """CRRL: no augmentation; the valid frames as they are (``t_out`` = T_in by default), as the
-    coordinate stream or the velocity (``stream="motion"``) its key encoder reads."""
+    coordinate stream or the velocity (``stream="motion"``) its key encoder reads. Frames at or past
+    a sample's valid length are reflections of its valid frames, not its zero padding (CRRL packs
+    sequences, so its encoders never read them)."""
 
     t_out: int | None = None
     stream: str = "joint"
