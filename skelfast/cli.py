@@ -14,6 +14,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("demo", help="a short end-to-end demonstration on built-in synthetic data")
     bench = sub.add_parser("bench", help="run the benchmarks in benchmarks/ and write the tables")
     bench.add_argument("--op", action="append", help="only these benchmarks, e.g. graph_conv (default: all)")
+    from skelfast.data import cli as data_cli  # numpy-only imports: cheap
+
+    data_cli.add_parsers(sub)
     args = parser.parse_args(argv)
 
     if args.command == "info":
@@ -24,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
         from skelfast import demo
 
         demo.main()
+    elif args.command == "data":
+        return data_cli.run(args)
     elif args.command == "bench":
         try:
             from benchmarks import run
