@@ -1,0 +1,86 @@
+"""Batched skeleton augmentation on the CPU: the vectorised op against the per-sample numpy
+reference (the official feeders' way), the batched eager reference, torch.compile of it, and a
+plain copy of the same bytes (input read + output written) measured in the same run.
+
+N=256, T_in=300 -> T_out=64, V=25, M=2 for HiCo/ISC/CRRL; HiCLR runs on its own 50-frame data
+(its shift keeps the length: 50 -> 50)."""
+
+from __future__ import annotations
+
+import torch
+
+from benchmarks.common import compiled, time_fn, write_results
+from skelfast.augment import CRRL, ISC, HiCLR, HiCo
+from skelfast.ops.augment import augment_torch
+from skelfast.reference import augment_numpy
+from skelfast.reference.augment import augment as reference
+from skelfast.reference.augment import bone_parents, cpu_noise
+
+CASES = {
+    "hico": (HiCo(), 300, "crop"),
+    "isc": (ISC(), 300, "crop"),
+    "hiclr-strong-mask": (HiCLR(strong=True, mask=True), 50, "shift"),
+    "crrl-motion": (CRRL(t_out=64, stream="motion"), 300, "crop"),
+}
+
+
+def _inputs(name: str, n: int) -> tuple:
+    recipe, t_in, temporal = CASES[name]
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 3, t_in, 25, 2, generator=g)
+    valid = torch.full((n,), t_in) if t_in == 50 else torch.randint(64, t_in + 1, (n,), generator=g)
+    params = recipe.sample(valid, 25, g)
+    return x, valid, params, temporal
+
+
+def run_case(name: str, n: int = 256, numpy_samples: int = 32) -> dict[str, object]:
+    x, valid, params, temporal = _inputs(name, n)
+    fill, parents = torch.tensor(0.0), bone_parents(25)
+    fast = time_fn(lambda: augment_torch(x, valid, params, fill, parents), repeats=10)
+    eager = time_fn(lambda: reference(x, valid, params, fill, parents), repeats=5)
+    ref_compiled = compiled(lambda: reference(x, valid, params, fill, parents))
+    comp = time_fn(ref_compiled, repeats=5, warmup=2)
+    # per-sample numpy, as the official feeders run in DataLoader workers (a subset, scaled)
+    sub = params.replace(
+        **{k: v[:numpy_samples] for k, v in params.tensors().items() if v.dim() and k != "frame_joint_mask"}
+    )
+    noise = cpu_noise(sub.noise_seed, sub.noise_std, (numpy_samples, 3, sub.t_out, 25, 2)).numpy()
+    xs, vs = x[:numpy_samples].numpy(), valid[:numpy_samples].numpy()
+    per_sample = time_fn(
+        lambda: augment_numpy.apply_params(xs, vs, sub, temporal, noise), repeats=3, warmup=1
+    )
+    out_bytes = n * 3 * params.t_out * 25 * 2 * 4
+    src, dst = torch.empty(x.numel() + out_bytes // 4), torch.empty(x.numel() + out_bytes // 4)
+    copy = time_fn(lambda: dst.copy_(src), repeats=10)
+    rate = n / (fast.median_ms * 1e-3)
+    return {
+        "recipe": name,
+        "shape": f"{n}x3x{x.shape[2]}x25x2 -> {params.t_out}",
+        "cpu op samples/s": round(rate),
+        "vs numpy per-sample": round(rate / (numpy_samples / (per_sample.median_ms * 1e-3)), 1),
+        "vs eager reference": round(eager.median_ms / fast.median_ms, 2),
+        "vs compiled reference": round(comp.median_ms / fast.median_ms, 2),
+        "fraction of copy bandwidth": round(copy.median_ms / fast.median_ms, 2),
+        "op ms": round(fast.median_ms, 2),
+    }
+
+
+def main() -> list[dict]:
+    rows = [run_case(name) for name in CASES]
+    write_results("augment", rows, note="CPU path (vectorised torch); Triton is GPU-only and not timed here")
+    return rows
+
+
+def test_augment_cpu_op(benchmark):
+    x, valid, params, _ = _inputs("hiclr-strong-mask", 8)
+    benchmark(lambda: augment_torch(x, valid, params, torch.tensor(0.0), bone_parents(25)))
+
+
+def test_augment_main_runs_small():
+    row = run_case("hico", n=8, numpy_samples=2)
+    assert row["cpu op samples/s"] > 0
+
+
+if __name__ == "__main__":
+    for r in main():
+        print(r)
