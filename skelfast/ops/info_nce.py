@@ -61,7 +61,7 @@ def _chunked_stats(
     row = 0
     for lvl, n in enumerate(rows):
         k0, kn = ranges[2 * lvl], ranges[2 * lvl + 1]
-        qs = q[row : row + n].to(acc)
+        qs = q[row : row + n].to(acc) * inv_tau  # logits straight from the matmul: one pass fewer
         chunk = _chunk_size(n)
         m = qs.new_full((n,), -math.inf)
         total = qs.new_zeros((n,))
@@ -70,14 +70,14 @@ def _chunked_stats(
         best_idx = torch.zeros((n,), dtype=torch.long, device=q.device)
         for c0 in range(0, kn, chunk):
             keys = bank[k0 + c0 : k0 + min(kn, c0 + chunk)].to(acc)
-            s = qs @ keys.T  # raw dot products (n, chunk)
+            s = qs @ keys.T  # logits (n, chunk); their argmax is the raw dot product's (tau > 0)
             c_best, c_arg = s.max(1)
             better = c_best > best  # strict: the first of equal entries wins, as argmax
             best_idx = torch.where(better, c_arg + c0, best_idx)
             best = torch.where(better, c_best, best)
-            m_new = torch.maximum(m, c_best * inv_tau)
+            m_new = torch.maximum(m, c_best)
             alpha = torch.exp(m - m_new)
-            s.mul_(inv_tau).sub_(m_new[:, None]).exp_()
+            s.sub_(m_new[:, None]).exp_()
             total = total * alpha + s.sum(1)
             weighted = torch.addmm(weighted * alpha[:, None], s, keys)
             m = m_new
