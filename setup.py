@@ -9,7 +9,7 @@ import glob
 import os
 
 import torch
-from setuptools import setup
+from setuptools import find_packages, setup
 from torch.utils import cpp_extension
 
 here = os.path.dirname(os.path.abspath(__file__))
@@ -46,6 +46,9 @@ else:
     )
 
 setup(
+    # kernels/ (Triton only) ships as the subpackage skelfast.kernels; the editable install maps it.
+    packages=find_packages(include=["skelfast", "skelfast.*"]) + ["skelfast.kernels"],
+    package_dir={"skelfast.kernels": "kernels"},
     ext_modules=[extension],
     cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
     options={"bdist_wheel": {"py_limited_api": "cp310"}},
