@@ -1,8 +1,10 @@
 """Backend choice for skelfast ops: which implementation runs a call, and why.
 
-Every public op has up to three implementations:
+Every public op has up to four implementations:
 
-- ``reference``: pure PyTorch (``skelfast.reference``), always available;
+- ``reference``: pure PyTorch (``skelfast.reference``), the literal form, always available;
+- ``torch``: a faster pure-PyTorch path where one measures faster on the CPU than the reference
+  (vectorised, or chunked to bound memory);
 - ``cpp``: the compiled extension ``skelfast._C`` (CPU kernels, and CUDA kernels when built with CUDA);
 - ``triton``: the Triton kernels in ``skelfast.kernels`` (CUDA tensors, or CPU tensors under
   ``TRITON_INTERPRET=1``).
@@ -12,7 +14,7 @@ reason string when it cannot. Automatic choice takes the first backend in the op
 order that can run; a backend forced by name (``SKELFAST_BACKEND`` or :func:`use_backend`) that
 cannot run raises :class:`BackendUnavailableError` with the reason instead of falling back.
 
-``SKELFAST_BACKEND`` is either one name (``reference``, ``cpp``, ``triton``) for every op, or a
+``SKELFAST_BACKEND`` is either one name (``reference``, ``torch``, ``cpp``, ``triton``) for every op, or a
 comma-separated list of ``op=name`` pairs, e.g. ``graph_conv=cpp,info_nce=reference``.
 """
 
@@ -26,7 +28,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import torch
 
-BACKENDS = ("reference", "cpp", "triton")
+BACKENDS = ("reference", "torch", "cpp", "triton")
 
 # A check receives the call's tensors' device (and may look at more through a closure) and
 # returns None when the backend can run, else a human-readable reason.
