@@ -2,12 +2,15 @@
 
 Backends:
 - ``triton``: ``skelfast.kernels.augment``, one fused pass (CUDA tensors; CPU under TRITON_INTERPRET);
+- ``cpp``: ``torch.ops.skelfast.augment_cpu`` (csrc/augment/augment_cpu.cpp), one pass per sample
+  through a cache-sized buffer, float32/float64 CPU tensors; the automatic choice on the CPU;
 - ``torch``: vectorised PyTorch for CPU tensors (row gathers + lerp, one bmm, work only on the
-  samples a random step touches); the DataLoader-worker path;
+  samples a random step touches); the fallback when the extension is not built
+  and for float16/bfloat16;
 - ``reference``: ``skelfast.reference.augment``, step by step.
 
-The noise of the CPU backends is ``torch.randn`` seeded with ``params.noise_seed`` (reference and
-torch agree bit for bit); the Triton kernel draws Philox numbers (``tl.randn``) from the same seed:
+The noise of the CPU backends is ``torch.randn`` seeded with ``params.noise_seed`` (reference, cpp
+and torch agree bit for bit); the Triton kernel draws Philox numbers (``tl.randn``) from the same seed:
 same distribution, other values. Each backend replays its own draws exactly.
 """
 
@@ -50,14 +53,28 @@ def _check_inputs(x: torch.Tensor, valid: torch.Tensor, params: AugmentParams) -
         raise ValueError(f"augment: valid is on {valid.device} but x is on {x.device}")
 
 
+CPP_DTYPES = (torch.float32, torch.float64)
+
+
+def _cpp_reason(x: torch.Tensor) -> str | None:
+    if x.device.type != "cpu":
+        return f"the cpp augment kernel is for CPU tensors, not {x.device}"
+    reason = backends.cpp_reason(x.device, x.dtype, CPP_DTYPES)
+    if reason is None and not hasattr(torch.ops.skelfast, "augment_cpu"):
+        return "skelfast._C was built without augment_cpu (rebuild the extension)"
+    return reason
+
+
 def _backend(x: torch.Tensor) -> str:
     checks = {
         "triton": lambda: backends.triton_reason(x.device),
+        "cpp": lambda: _cpp_reason(x),
         "torch": lambda: None if x.device.type == "cpu" else f"the torch path is for CPU, not {x.device}",
         "reference": lambda: None,
     }
-    # Automatic choice: Triton on CUDA, the vectorised torch path on CPU (never the interpreter).
-    order = ("triton", "reference") if x.device.type == "cuda" else ("torch", "reference")
+    # Automatic choice: Triton on CUDA; on the CPU the C++ kernel, else the vectorised torch path
+    # (never the interpreter).
+    order = ("triton", "reference") if x.device.type == "cuda" else ("cpp", "torch", "reference")
     return backends.choose(OP, checks, order=order)
 
 
@@ -185,6 +202,8 @@ def _augment_op(
         from skelfast.kernels.augment import augment_triton
 
         return augment_triton(x, valid, params, fill, parents)
+    if backend == "cpp":
+        return augment_cpp(x, valid, params, fill, parents)
     if backend == "torch":
         return augment_torch(x, valid, params, fill, parents)
     return reference_augment(x, valid, params, fill, parents)
@@ -213,6 +232,47 @@ def _backward(ctx, grad):  # noqa: ANN001, ANN202
 
 
 _augment_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+# --- the C++ CPU path ------------------------------------------------------------------------------
+
+
+def augment_cpp(
+    x: torch.Tensor,
+    valid: torch.Tensor,
+    params: AugmentParams,
+    fill: torch.Tensor,
+    parents: torch.Tensor,
+) -> torch.Tensor:
+    """The C++ kernel: the (N, t_out) temporal taps, the (N, K) blur taps and the noise draw (the
+    same seeded ``torch.randn`` as the torch path, one slice per noisy sample) are made here; the
+    kernel does the rest in one pass. x: (N, 3, T_in, V, M) float32/float64 -> (N, 3, t_out, V, M)."""
+    n, c, _, v, m = x.shape
+    i0, i1, w = source_positions(params, valid)
+    noisy = int((params.noise_std != 0).sum())
+    noise = torch.empty(0)
+    if noisy:
+        g = torch.Generator().manual_seed(int(params.noise_seed))
+        noise = torch.randn((noisy, c, params.t_out, v, m), generator=g)
+    return torch.ops.skelfast.augment_cpu(
+        x,
+        i0,
+        i1,
+        w,
+        params.matrix,
+        params.joint_matrix,
+        params.joint_select,
+        params.joint_source,
+        params.noise_std,
+        noise,
+        params.blur_on,
+        params.blur_weights(torch.float64),
+        params.axis_keep,
+        params.frame_joint_mask,
+        fill,
+        parents,
+        STREAMS.index(params.stream),
+    )
 
 
 # --- the vectorised CPU path ---------------------------------------------------------------------

@@ -1,0 +1,246 @@
+// CPU kernel of batched skeleton augmentation: skelfast::augment_cpu, the "cpp" backend of
+// skelfast.ops.augment (which calls it from inside the skelfast::augment custom op).
+//
+// Per sample n (one at::parallel_for task), in the order of skelfast/augment/params.py:
+//   1. y[c,t,v,m] = sum_d E_v[c,d] * ((1-w_t) x[d,i0_t,src_v,m] + w_t x[d,i1_t,src_v,m])
+//                   + noise_std * z[c,t,v,m]
+//      (temporal taps i0/i1/w, joint map src and per-joint matrix E_v = joint_matrix or matrix);
+//      only the frames the taps name are read from x, through its strides;
+//   2. temporal blur with the sample's taps (zero padded) where blur_on;
+//   3. axis mask, stream (joint / bone / motion), joint mask with the fill value, written to out.
+// Steps 1-2 go through one (C, T_out, V*M) buffer per thread (tens of KB: cache resident), so
+// x is read once and the output written once. The temporal taps, blur taps and the noise draw
+// (seeded torch.randn, shared with the other CPU backends) come from the Python side.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <vector>
+
+namespace skelfast {
+namespace {
+
+using at::Tensor;
+
+constexpr int64_t kStreamJoint = 0, kStreamBone = 1, kStreamMotion = 2;
+
+void check_vector(const Tensor& t, const char* name, int64_t n) {
+  TORCH_CHECK(t.dim() == 1 && t.size(0) == n, "augment_cpu: ", name, " must have shape (", n, "), got ",
+              t.sizes());
+}
+
+void check_matrix(const Tensor& t, const char* name, int64_t rows, int64_t cols) {
+  TORCH_CHECK(t.dim() == 2 && t.size(0) == rows && t.size(1) == cols, "augment_cpu: ", name,
+              " must have shape (", rows, ", ", cols, "), got ", t.sizes());
+}
+
+template <typename scalar_t>
+void augment_kernel(const Tensor& x, const Tensor& i0_t, const Tensor& i1_t, const Tensor& w_t,
+                    const Tensor& matrix_t, const Tensor& joint_matrix_t, const Tensor& select_t,
+                    const Tensor& source_t, const Tensor& noise_std_t, const Tensor& noise_t,
+                    const std::vector<int64_t>& noise_row, const Tensor& blur_on_t, const Tensor& blur_w_t,
+                    const Tensor& keep_t, const Tensor& mask_t, bool has_mask, double fill_value,
+                    const Tensor& parents_t, int64_t stream, Tensor& out) {
+  const int64_t N = x.size(0), C = 3, V = x.size(3), M = x.size(4), T = out.size(2), VM = V * M;
+  const int64_t K = blur_w_t.size(1), R = K / 2;
+  const int64_t sn = x.stride(0), sc = x.stride(1), st = x.stride(2), sv = x.stride(3), sm = x.stride(4);
+  const scalar_t* xp = x.const_data_ptr<scalar_t>();
+  const int64_t* i0 = i0_t.const_data_ptr<int64_t>();
+  const int64_t* i1 = i1_t.const_data_ptr<int64_t>();
+  const double* w = w_t.const_data_ptr<double>();
+  const double* mat = matrix_t.const_data_ptr<double>();
+  const double* jmat = joint_matrix_t.const_data_ptr<double>();
+  const bool* sel = select_t.const_data_ptr<bool>();
+  const int64_t* src = source_t.const_data_ptr<int64_t>();
+  const double* noise_std = noise_std_t.const_data_ptr<double>();
+  const float* noise = noise_t.const_data_ptr<float>();
+  const bool* blur_on = blur_on_t.const_data_ptr<bool>();
+  const double* blur_w = blur_w_t.const_data_ptr<double>();
+  const double* keep = keep_t.const_data_ptr<double>();
+  const bool* mask = has_mask ? mask_t.const_data_ptr<bool>() : nullptr;
+  const int64_t* parents = parents_t.const_data_ptr<int64_t>();
+  const scalar_t fill = static_cast<scalar_t>(fill_value);
+  scalar_t* outp = out.mutable_data_ptr<scalar_t>();
+  const int64_t sample_size = C * T * VM;
+
+  at::parallel_for(0, N, 1, [&](int64_t n0, int64_t n1) {
+    std::vector<scalar_t> y(sample_size), blurred(sample_size);
+    for (int64_t n = n0; n < n1; ++n) {
+      const scalar_t* xn = xp + n * sn;
+      // the per-joint matrices in the compute type, as the reference's .to(cdt)
+      scalar_t E[2][9];
+      for (int k = 0; k < 9; ++k) {
+        E[0][k] = static_cast<scalar_t>(mat[n * 9 + k]);
+        E[1][k] = static_cast<scalar_t>(jmat[n * 9 + k]);
+      }
+      const scalar_t std_n = static_cast<scalar_t>(noise_std[n]);
+      const float* z = noise_row[n] >= 0 ? noise + noise_row[n] * sample_size : nullptr;
+      // 1. time, joint map, matrices, noise
+      for (int64_t t = 0; t < T; ++t) {
+        const int64_t a = i0[n * T + t], b = i1[n * T + t];
+        const scalar_t wb = static_cast<scalar_t>(w[n * T + t]);
+        const scalar_t wa = scalar_t(1) - wb;
+        for (int64_t v = 0; v < V; ++v) {
+          const scalar_t* e = E[sel[n * V + v] ? 1 : 0];
+          const int64_t jv = src[n * V + v];
+          for (int64_t m = 0; m < M; ++m) {
+            const scalar_t* pa = xn + a * st + jv * sv + m * sm;
+            scalar_t p[3];
+            if (wb != scalar_t(0)) {
+              const scalar_t* pb = xn + b * st + jv * sv + m * sm;
+              for (int d = 0; d < 3; ++d) p[d] = pa[d * sc] * wa + pb[d * sc] * wb;
+            } else {
+              for (int d = 0; d < 3; ++d) p[d] = pa[d * sc];
+            }
+            const int64_t o = t * VM + v * M + m;
+            for (int c = 0; c < 3; ++c) {
+              scalar_t q = e[c * 3] * p[0] + e[c * 3 + 1] * p[1] + e[c * 3 + 2] * p[2];
+              if (z != nullptr) q = q + std_n * static_cast<scalar_t>(z[c * T * VM + o]);
+              y[c * T * VM + o] = q;
+            }
+          }
+        }
+      }
+      // 2. temporal blur, zero padded: blurred[t] = sum_k w_k y[t + k - R]
+      const scalar_t* pre = y.data();
+      if (blur_on[n]) {
+        scalar_t taps[64];
+        std::vector<scalar_t> many;
+        scalar_t* tp = taps;
+        if (K > 64) {
+          many.resize(K);
+          tp = many.data();
+        }
+        for (int64_t k = 0; k < K; ++k) tp[k] = static_cast<scalar_t>(blur_w[n * K + k]);
+        for (int64_t c = 0; c < C; ++c) {
+          for (int64_t t = 0; t < T; ++t) {
+            scalar_t* dst = blurred.data() + (c * T + t) * VM;
+            for (int64_t j = 0; j < VM; ++j) dst[j] = scalar_t(0);
+            const int64_t k0 = std::max<int64_t>(0, R - t), k1 = std::min<int64_t>(K, T + R - t);
+            for (int64_t k = k0; k < k1; ++k) {
+              const scalar_t wk = tp[k];
+              const scalar_t* s = y.data() + (c * T + t + k - R) * VM;
+              for (int64_t j = 0; j < VM; ++j) dst[j] += wk * s[j];
+            }
+          }
+        }
+        pre = blurred.data();
+      }
+      // 3. axis mask, stream, joint mask
+      scalar_t* on = outp + n * sample_size;
+      for (int64_t c = 0; c < C; ++c) {
+        const scalar_t kc = static_cast<scalar_t>(keep[n * 3 + c]);
+        for (int64_t t = 0; t < T; ++t) {
+          const scalar_t* row = pre + (c * T + t) * VM;
+          scalar_t* dst = on + (c * T + t) * VM;
+          if (stream == kStreamJoint) {
+            for (int64_t j = 0; j < VM; ++j) dst[j] = row[j] * kc;
+          } else if (stream == kStreamBone) {
+            for (int64_t v = 0; v < V; ++v) {
+              const int64_t pv = parents[v];
+              for (int64_t m = 0; m < M; ++m) dst[v * M + m] = row[v * M + m] * kc - row[pv * M + m] * kc;
+            }
+          } else if (t + 1 < T) {
+            const scalar_t* next = row + VM;
+            for (int64_t j = 0; j < VM; ++j) dst[j] = next[j] * kc - row[j] * kc;
+          } else {
+            for (int64_t j = 0; j < VM; ++j) dst[j] = scalar_t(0);
+          }
+          if (mask != nullptr) {
+            for (int64_t v = 0; v < V; ++v) {
+              if (!mask[t * V + v]) continue;
+              for (int64_t m = 0; m < M; ++m) dst[v * M + m] = fill;
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
+Tensor augment_cpu(const Tensor& x, const Tensor& i0, const Tensor& i1, const Tensor& w, const Tensor& matrix,
+                   const Tensor& joint_matrix, const Tensor& joint_select, const Tensor& joint_source,
+                   const Tensor& noise_std, const Tensor& noise, const Tensor& blur_on,
+                   const Tensor& blur_weights, const Tensor& axis_keep,
+                   const std::optional<Tensor>& frame_joint_mask, const Tensor& fill, const Tensor& parents,
+                   int64_t stream) {
+  TORCH_CHECK(x.device().is_cpu(), "augment_cpu: x must be a CPU tensor, got ", x.device());
+  TORCH_CHECK(x.dim() == 5 && x.size(1) == 3, "augment_cpu: x must be (N, 3, T_in, V, M), got ", x.sizes());
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
+              "augment_cpu: supports float32 and float64, got ", x.scalar_type());
+  TORCH_CHECK(stream >= kStreamJoint && stream <= kStreamMotion, "augment_cpu: stream must be 0, 1 or 2, got ",
+              stream);
+  const int64_t N = x.size(0), T_in = x.size(2), V = x.size(3), M = x.size(4);
+  TORCH_CHECK(i0.dim() == 2 && i0.size(0) == N, "augment_cpu: i0 must be (N, T_out), got ", i0.sizes());
+  const int64_t T = i0.size(1);
+  check_matrix(i1, "i1", N, T);
+  check_matrix(w, "w", N, T);
+  TORCH_CHECK(matrix.dim() == 3 && matrix.size(0) == N && matrix.size(1) == 3 && matrix.size(2) == 3,
+              "augment_cpu: matrix must be (N, 3, 3), got ", matrix.sizes());
+  TORCH_CHECK(joint_matrix.sizes() == matrix.sizes(), "augment_cpu: joint_matrix must be (N, 3, 3), got ",
+              joint_matrix.sizes());
+  check_matrix(joint_select, "joint_select", N, V);
+  check_matrix(joint_source, "joint_source", N, V);
+  check_vector(noise_std, "noise_std", N);
+  check_vector(blur_on, "blur_on", N);
+  TORCH_CHECK(blur_weights.dim() == 2 && blur_weights.size(0) == N && blur_weights.size(1) % 2 == 1,
+              "augment_cpu: blur_weights must be (N, K) with K odd, got ", blur_weights.sizes());
+  check_matrix(axis_keep, "axis_keep", N, 3);
+  check_vector(parents, "parents", V);
+  TORCH_CHECK(fill.numel() == 1, "augment_cpu: fill must hold one value, got ", fill.sizes());
+  const bool has_mask = frame_joint_mask.has_value();
+  if (has_mask) check_matrix(*frame_joint_mask, "frame_joint_mask", T, V);
+
+  Tensor out = at::empty({N, 3, T, V, M}, x.options().memory_format(at::MemoryFormat::Contiguous));
+  if (out.numel() == 0) return out;
+
+  // small per-sample tables in fixed types; float32 values are exact in double
+  const auto f64 = [](const Tensor& t) { return t.to(at::kDouble).contiguous(); };
+  const auto i64 = [](const Tensor& t) { return t.to(at::kLong).contiguous(); };
+  const auto b8 = [](const Tensor& t) { return t.to(at::kBool).contiguous(); };
+  const Tensor i0c = i64(i0), i1c = i64(i1), sourcec = i64(joint_source), parentsc = i64(parents);
+  const Tensor noise_stdc = f64(noise_std);
+  TORCH_CHECK(i0c.min().item<int64_t>() >= 0 && i0c.max().item<int64_t>() < T_in &&
+                  i1c.min().item<int64_t>() >= 0 && i1c.max().item<int64_t>() < T_in,
+              "augment_cpu: temporal taps must index frames in [0, ", T_in, ")");
+  TORCH_CHECK(sourcec.min().item<int64_t>() >= 0 && sourcec.max().item<int64_t>() < V,
+              "augment_cpu: joint_source must index joints in [0, ", V, ")");
+  TORCH_CHECK(parentsc.min().item<int64_t>() >= 0 && parentsc.max().item<int64_t>() < V,
+              "augment_cpu: parents must index joints in [0, ", V, ")");
+  // the noise tensor holds one (3, T, V, M) draw per sample with noise_std != 0, in batch order
+  std::vector<int64_t> noise_row(N, -1);
+  int64_t noisy = 0;
+  const double* stds = noise_stdc.const_data_ptr<double>();
+  for (int64_t n = 0; n < N; ++n)
+    if (stds[n] != 0.0) noise_row[n] = noisy++;
+  const Tensor noisec = noise.to(at::kFloat).contiguous();
+  TORCH_CHECK(noisy == 0 || (noisec.dim() == 5 && noisec.size(0) == noisy && noisec.size(1) == 3 &&
+                             noisec.size(2) == T && noisec.size(3) == V && noisec.size(4) == M),
+              "augment_cpu: noise must be (", noisy, ", 3, ", T, ", ", V, ", ", M,
+              ") for the samples with noise_std != 0, got ", noisec.sizes());
+
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "augment_cpu", [&] {
+    augment_kernel<scalar_t>(x, i0c, i1c, f64(w), f64(matrix), f64(joint_matrix), b8(joint_select), sourcec,
+                             noise_stdc, noisec, noise_row, b8(blur_on), f64(blur_weights), f64(axis_keep),
+                             has_mask ? b8(*frame_joint_mask) : Tensor(), has_mask, fill.item<double>(),
+                             parentsc, stream, out);
+  });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(skelfast, m) {
+  // One fused pass of skelfast.ops.augment on CPU tensors; the temporal taps (i0, i1, w: (N, T_out)),
+  // the blur taps (N, K) and the noise draw (one (3, T_out, V, M) slice per noisy sample) are
+  // computed by the caller. stream: 0 joint, 1 bone, 2 motion.
+  m.def(
+      "augment_cpu(Tensor x, Tensor i0, Tensor i1, Tensor w, Tensor matrix, Tensor joint_matrix, "
+      "Tensor joint_select, Tensor joint_source, Tensor noise_std, Tensor noise, Tensor blur_on, "
+      "Tensor blur_weights, Tensor axis_keep, Tensor? frame_joint_mask, Tensor fill, Tensor parents, "
+      "int stream) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(skelfast, CPU, m) { m.impl("augment_cpu", &augment_cpu); }
+
+}  // namespace skelfast
