@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from benchmarks.common import compiled, peak_extra_memory, sgemm_gflops, time_fn, write_results
 from skelfast import reference
 from skelfast.ops import hiclr_loss, info_nce
+from skelfast.queue import MemoryQueue
 
 D = 128
 
@@ -42,12 +43,16 @@ def hiclr_case(
 
 
 def hico_case(b: int, k: int, g: int = 4) -> tuple[str, Callable, Callable, list[torch.Tensor], int]:
-    queues = [unit(g * k, D), unit(g * k, D), unit(k, D), unit(k, D), unit(k, D)]
+    # the five queues live in one bank, as skelfast.queue.MemoryQueue keeps them: no copy per step
+    bank = MemoryQueue([g * k, g * k, k, k, k], D)
+    queues = [bank.level(lvl) for lvl in range(5)]
     queries = [unit(b, D, grad=True) for _ in range(5)]
     positives = [unit(b, g, D), unit(b, g, D), unit(b, D), unit(b, D), unit(b, D)]
 
     def fast(*qs):
-        return info_nce(list(qs), positives, queues, 0.2, check_finite=False).losses.sum()
+        return info_nce(
+            list(qs), positives, bank.bank, 0.2, queue_ranges=bank.ranges, check_finite=False
+        ).losses.sum()
 
     def ref(*qs):
         return reference.info_nce(list(qs), positives, queues, 0.2).sum()
