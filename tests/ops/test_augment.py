@@ -1,4 +1,4 @@
-"""skelfast.ops.augment: the CPU (torch) path and the Triton kernel (interpreted) against the
+"""skelfast.ops.augment: the CPU paths (C++ kernel and vectorised torch) and the Triton kernel (interpreted) against the
 step-by-step reference, one step at a time and all together, on odd shapes and ragged lengths."""
 
 from __future__ import annotations
@@ -10,8 +10,9 @@ import pytest
 import torch
 
 import skelfast
+from skelfast import backends
 from skelfast.augment import AugmentParams
-from skelfast.ops.augment import augment_torch
+from skelfast.ops.augment import _backend, augment_cpp, augment_torch
 from skelfast.reference.augment import augment as reference
 from skelfast.reference.augment import bone_parents
 from tests.utils import assert_close
@@ -19,6 +20,13 @@ from tests.utils import assert_close
 # float32 paths that sum the same terms in another order: a few ulps of values up to ~5 (the
 # unnormalised blur's gain) times the matrices' entries
 ATOL, RTOL = 2e-5, 1e-5
+
+cpp_missing = backends.cpp_reason(torch.device("cpu"), torch.float32, (torch.float32,))
+if cpp_missing is None and not hasattr(torch.ops.skelfast, "augment_cpu"):
+    cpp_missing = "skelfast._C was built without augment_cpu"
+requires_cpp = pytest.mark.skipif(cpp_missing is not None, reason=str(cpp_missing))
+CPU_PATHS = {"torch": augment_torch, "cpp": augment_cpp}
+CPU_BACKENDS = ["torch", pytest.param("cpp", marks=requires_cpp)]
 
 
 def _data(n: int, t_in: int, v: int, m: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -85,15 +93,16 @@ def _parents(v: int) -> torch.Tensor:
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("step", STEPS)
 @pytest.mark.parametrize("stream", ["joint", "bone", "motion"])
-def test_torch_path_matches_reference(step, shape, stream):
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_cpu_path_matches_reference(backend, step, shape, stream):
+    """Noise included: the CPU paths draw the reference's seeded torch.randn."""
     n, t_in, v, m, t_out = shape
     x, valid = _data(n, t_in, v, m)
     p = _step_params(step, valid, v, t_out).replace(stream=stream)
     fill = torch.tensor(0.25)
     expected = reference(x, valid, p, fill, _parents(v))
-    assert_close(
-        augment_torch(x, valid, p, fill, _parents(v)), expected, ATOL, RTOL, f"{step} {shape} {stream}"
-    )
+    actual = CPU_PATHS[backend](x, valid, p, fill, _parents(v))
+    assert_close(actual, expected, ATOL, RTOL, f"{backend} {step} {shape} {stream}")
 
 
 TRITON_CASES = [(s, (2, 9, 25, 2, 8), "joint") for s in STEPS if s != "noise"] + [
@@ -143,22 +152,40 @@ def test_triton_noise_is_seeded_gaussian_and_blurred_exactly():
     assert 0.85 * gain < float(interior.std()) < 1.15 * gain
 
 
-def test_cpu_noise_matches_reference_and_replays():
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_cpu_noise_matches_reference_and_replays(backend):
     x, valid = _data(3, 20, 25, 2)
     p = _step_params("all", valid, 25, 12)
-    a = skelfast.ops.augment(x, valid, p)
-    assert torch.equal(a, skelfast.ops.augment(x, valid, p))
-    b = skelfast.ops.augment(x, valid, p.replace(noise_seed=torch.tensor(8)))
+    with skelfast.use_backend(f"augment={backend}"):
+        a = skelfast.ops.augment(x, valid, p)
+        assert torch.equal(a, skelfast.ops.augment(x, valid, p))
+        b = skelfast.ops.augment(x, valid, p.replace(noise_seed=torch.tensor(8)))
     assert not torch.equal(a, b)
+
+
+@requires_cpp
+def test_cpp_and_torch_paths_agree_on_the_noise_draw():
+    """Noise alone (no interpolation, identity matrix): both add std * the same randn values."""
+    x, valid = _data(4, 12, 25, 2)
+    valid[:] = 12
+    p = AugmentParams.identity(valid, 25, 12).replace(
+        noise_std=torch.tensor([0.5, 0.0, 0.1, 0.2]), noise_seed=torch.tensor(3)
+    )
+    args = (x, valid, p, torch.tensor(0.0), torch.arange(25))
+    assert torch.equal(augment_cpp(*args), augment_torch(*args))
+    assert torch.equal(augment_cpp(*args)[1], x[1])  # std 0: untouched
 
 
 def test_public_op_backends_and_dtypes():
     x, valid = _data(2, 9, 25, 2)
     p = _step_params("all", valid, 25, 8).replace(noise_std=torch.zeros(2))
     expected = reference(x, valid, p)
-    for backend in ("reference", "triton"):
+    for backend in ("reference", "triton", "torch") + (("cpp",) if cpp_missing is None else ()):
         with skelfast.use_backend(f"augment={backend}"):
             assert_close(skelfast.ops.augment(x, valid, p), expected, ATOL, RTOL, backend)
+    # automatic choice on the CPU: the C++ kernel for float32/float64, torch for float16
+    assert _backend(x) == ("cpp" if cpp_missing is None else "torch")
+    assert _backend(x.half()) == "torch"
     out = skelfast.ops.augment(x.double(), valid, p)
     assert out.dtype == torch.float64
     assert_close(out, reference(x.double(), valid, p), 1e-12, 1e-12, "float64")
@@ -178,12 +205,27 @@ def test_non_contiguous_input_and_empty_batch():
     assert_close(
         augment_torch(xt, valid, p, torch.tensor(0.0), bone_parents(25)), expected, ATOL, RTOL, "torch"
     )
+    if cpp_missing is None:  # permuted (V, M) strides, and every other frame of a longer clip
+        out = augment_cpp(xt, valid, p, torch.tensor(0.0), bone_parents(25))
+        assert_close(out, expected, ATOL, RTOL, "cpp")
+        assert out.is_contiguous()
+        long = torch.stack([x, -x], dim=3).flatten(2, 3)  # (N, 3, 18, 25, 2), x on even frames
+        assert not long[:, :, ::2].is_contiguous()
+        assert_close(
+            augment_cpp(long[:, :, ::2], valid, p, torch.tensor(0.0), bone_parents(25)),
+            expected,
+            ATOL,
+            RTOL,
+            "cpp strided T",
+        )
     assert_close(
         augment_triton(xt, valid, p, torch.tensor(0.0), bone_parents(25)), expected, ATOL, RTOL, "tri"
     )
     empty = AugmentParams.identity(torch.zeros(0, dtype=torch.long), 25, 8)
-    out = skelfast.ops.augment(torch.zeros(0, 3, 9, 25, 2), torch.zeros(0, dtype=torch.long), empty)
-    assert out.shape == (0, 3, 8, 25, 2)
+    for backend in ("torch", "reference") + (("cpp",) if cpp_missing is None else ()):
+        with skelfast.use_backend(f"augment={backend}"):
+            out = skelfast.ops.augment(torch.zeros(0, 3, 9, 25, 2), torch.zeros(0, dtype=torch.long), empty)
+        assert out.shape == (0, 3, 8, 25, 2), backend
 
 
 def test_gradient_flows_into_fill_only():
@@ -206,8 +248,9 @@ def test_opcheck_and_compile():
     fill = torch.tensor(0.3, requires_grad=True)
     args = (x, valid, p.start, p.length, p.reverse, p.matrix, p.joint_matrix, p.joint_select)
     args += (p.joint_source, p.noise_std, p.noise_seed, p.blur_sigma, p.blur_on, p.axis_keep)
-    args += (p.frame_joint_mask, fill, bone_parents(25), 8, 0, 15, False, "torch")
-    torch.library.opcheck(torch.ops.skelfast.augment.default, args)
+    args += (p.frame_joint_mask, fill, bone_parents(25), 8, 0, 15, False)
+    for backend in ("torch",) + (("cpp",) if cpp_missing is None else ()):
+        torch.library.opcheck(torch.ops.skelfast.augment.default, (*args, backend))
 
     def step(fill):
         return skelfast.ops.augment(x, valid, p, fill).square().sum()
@@ -240,6 +283,39 @@ def test_bad_input_raises_clear_errors():
         skelfast.ops.augment(x[..., :17, :], valid, AugmentParams.identity(valid, 17, 8, stream="bone"))
     with pytest.raises(ValueError, match="fill must hold one value"):
         skelfast.ops.augment(x, valid, p, torch.zeros(2))
+
+
+@requires_cpp
+def test_cpp_kernel_bad_input_raises_clear_errors():
+    x, valid = _data(2, 9, 25, 2)
+    p = AugmentParams.identity(valid, 25, 8)
+    with skelfast.use_backend("augment=cpp"):
+        with pytest.raises(skelfast.BackendUnavailableError, match="support float32, float64, not float16"):
+            skelfast.ops.augment(x.half(), valid, p)
+        with pytest.raises(ValueError, match=r"valid lengths must be in \[1, T_in=9\]"):
+            skelfast.ops.augment(x, torch.tensor([0, 5]), p)
+    fill, parents = torch.tensor(0.0), torch.arange(25)
+    # the kernel checks what it is given too (it is reachable as torch.ops.skelfast.augment_cpu)
+    i0 = torch.zeros(2, 8, dtype=torch.long)
+    good = (x, i0, i0, torch.zeros(2, 8), p.matrix, p.joint_matrix, p.joint_select, p.joint_source)
+    good += (p.noise_std, torch.empty(0), p.blur_on, p.blur_weights(torch.float64), p.axis_keep, None)
+    good += (fill, parents, 0)
+    op = torch.ops.skelfast.augment_cpu
+    assert op(*good).shape == (2, 3, 8, 25, 2)
+    cases = {
+        0: (x[:, :2], r"x must be \(N, 3, T_in, V, M\)"),
+        1: (torch.full((2, 8), 9), r"temporal taps must index frames in \[0, 9\)"),
+        4: (p.matrix[:1], r"matrix must be \(N, 3, 3\)"),
+        7: (torch.full((2, 25), 25), r"joint_source must index joints in \[0, 25\)"),
+        8: (torch.ones(2), r"noise must be \(2, 3, 8, 25, 2\)"),
+        13: (torch.zeros(7, 25, dtype=torch.bool), r"frame_joint_mask must have shape \(8, 25\)"),
+        16: (3, "stream must be 0, 1 or 2"),
+    }
+    for index, (bad, message) in cases.items():
+        args = list(good)
+        args[index] = bad
+        with pytest.raises(RuntimeError, match=message):
+            op(*args)
 
 
 def test_every_kernel_configuration_compiles_ahead_of_time():
