@@ -197,7 +197,9 @@ def work_table(
     return table, slots
 
 
-def choose_chunk(rows: list[int], ranges: list[tuple[int, int]], bb: int, bk: int, device: torch.device) -> int:
+def choose_chunk(
+    rows: list[int], ranges: list[tuple[int, int]], bb: int, bk: int, device: torch.device
+) -> int:
     """Queue chunk per work item: enough items to fill the GPU (about two per SM), whole tiles."""
     longest = max(kn for _, kn in ranges)
     if device.type != "cuda":
@@ -302,6 +304,8 @@ def aot_specs() -> list:
 
     bb, bk = default_tiles(interpreting=False)
     consts = {"BB": bb, "BK": bk, "BD": BD}
-    specs = [KernelSpec(_queue_stats_fwd_kernel, _signature("fwd", n), consts) for n in _TRITON_DTYPE.values()]
+    specs = [
+        KernelSpec(_queue_stats_fwd_kernel, _signature("fwd", n), consts) for n in _TRITON_DTYPE.values()
+    ]
     specs.append(KernelSpec(_queue_stats_bwd_kernel, _signature("bwd", "fp32"), consts))
     return specs

@@ -13,7 +13,7 @@ O(N * D) composition of these statistics with the positives:
 - HiCLR's consistency: ``sum_j sg(p_t)_j log p_s,j = p_t,0 s_s,0 + P_t,queue * q_s . o_t / tau - lse_s``
   because the queue logits are linear in the query, so neither distribution is ever materialised.
 
-Backends: ``triton`` (CUDA; CPU tensors under ``TRITON_INTERPRET=1`` when forced), ``chunked`` (the
+Backends: ``triton`` (CUDA; CPU tensors under ``TRITON_INTERPRET=1`` when forced), ``torch`` (the
 same online algorithm in PyTorch over queue chunks, memory O(N * chunk); the CPU default) and
 ``reference`` (``skelfast.reference.info_nce``: full logits and F.cross_entropy).
 """
@@ -226,9 +226,9 @@ def _triton_reason(q: torch.Tensor) -> str | None:
 
 
 def _backend(q: torch.Tensor) -> str:
-    checks = {"triton": lambda: _triton_reason(q), "chunked": lambda: None, "reference": lambda: None}
+    checks = {"triton": lambda: _triton_reason(q), "torch": lambda: None, "reference": lambda: None}
     # the interpreter is far slower than the chunked path: Triton on the CPU only when forced
-    order = ("triton", "chunked", "reference") if q.device.type == "cuda" else ("chunked", "reference")
+    order = ("triton", "torch", "reference") if q.device.type == "cuda" else ("torch", "reference")
     return backends.choose(OP, checks, order)
 
 
@@ -253,7 +253,7 @@ def queue_softmax_stats(
     Level l owns the next ``rows[l]`` query rows and the queue rows ``bank[start:start+count]`` with
     ``(start, count) = ranges[l]``; by default one level over the whole bank. Differentiable in q
     (``lse`` and ``weighted_keys``); the bank is a constant and must not require grad.
-    ``backend`` is ``"triton"`` or ``"chunked"`` (default: the automatic choice).
+    ``backend`` is ``"triton"`` or ``"torch"`` (default: the automatic choice).
     """
     check_floating("info_nce: queries", q)
     if q.dim() != 2 or bank.dim() != 2:

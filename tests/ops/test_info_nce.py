@@ -16,7 +16,7 @@ from skelfast.ops import hiclr_loss, info_nce, queue_softmax_stats
 from skelfast.reference.info_nce import nearest_queue_entry
 from tests.utils import assert_close
 
-BACKENDS = ["chunked", "triton"]
+BACKENDS = ["torch", "triton"]
 
 
 def unit(*shape, dtype=torch.float32, grad=False):
@@ -25,12 +25,8 @@ def unit(*shape, dtype=torch.float32, grad=False):
 
 
 def forcing(backend):
-    # "chunked" is the automatic CPU choice; Triton on the CPU (the interpreter) runs only when forced
-    return (
-        skelfast.use_backend("info_nce=triton")
-        if backend == "triton"
-        else skelfast.use_backend("graph_conv=reference")
-    )
+    # "torch" is the automatic CPU choice; Triton on the CPU (the interpreter) runs only when forced
+    return skelfast.use_backend(f"info_nce={backend}")
 
 
 def grads(loss, tensors):
@@ -84,7 +80,7 @@ def test_isc_cross_terms_share_a_bank(backend):
 def test_crrl_small_queue_wide_features():
     # CRRL: K=64, tau=0.1, 512-d features (wider than the Triton kernels: the chunked path runs)
     check_against_reference(
-        "chunked", [unit(8, 512, grad=True)], [unit(8, 512, grad=True)], [unit(64, 512)], 0.1
+        "torch", [unit(8, 512, grad=True)], [unit(8, 512, grad=True)], [unit(64, 512)], 0.1
     )
     with (
         skelfast.use_backend("info_nce=triton"),
@@ -130,7 +126,7 @@ def test_hiclr_consistency_only_trains_the_stronger_branch():
 
 @pytest.mark.parametrize(
     "backend,b,k,d",
-    [("chunked", b, k, d) for b in (1, 3, 33) for k in (1, 7, 2049) for d in (3, 128)]
+    [("torch", b, k, d) for b in (1, 3, 33) for k in (1, 7, 2049) for d in (3, 128)]
     + [("triton", 1, 1, 3), ("triton", 3, 7, 128), ("triton", 33, 2049, 3), ("triton", 33, 2049, 128)],
 )
 def test_odd_sizes(backend, b, k, d):
@@ -181,7 +177,7 @@ def test_float64_gradcheck_of_the_chunked_path():
     rows, ranges = [2, 2], [(0, 9), (3, 4)]
 
     def stats(x):
-        s = queue_softmax_stats(x, bank, 0.3, rows, ranges, backend="chunked")
+        s = queue_softmax_stats(x, bank, 0.3, rows, ranges, backend="torch")
         return s.lse, s.weighted_keys
 
     assert torch.autograd.gradcheck(stats, (q,))
