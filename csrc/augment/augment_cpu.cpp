@@ -1,7 +1,7 @@
 // CPU kernel of batched skeleton augmentation: skelfast::augment_cpu, the "cpp" backend of
 // skelfast.ops.augment (which calls it from inside the skelfast::augment custom op).
 //
-// Per sample n (one at::parallel_for task), in the order of skelfast/augment/params.py:
+// Per sample n, in the order of skelfast/augment/params.py:
 //   1. y[c,t,v,m] = sum_d E_v[c,d] * ((1-w_t) x[d,i0_t,src_v,m] + w_t x[d,i1_t,src_v,m])
 //                   + noise_std * z[c,t,v,m]
 //      (temporal taps i0/i1/w, joint map src and per-joint matrix E_v = joint_matrix or matrix);
@@ -15,6 +15,8 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
+#include <atomic>
 #include <vector>
 
 namespace skelfast {
@@ -63,41 +65,59 @@ void augment_kernel(const Tensor& x, const Tensor& i0_t, const Tensor& i1_t, con
   scalar_t* outp = out.mutable_data_ptr<scalar_t>();
   const int64_t sample_size = C * T * VM;
 
-  at::parallel_for(0, N, 1, [&](int64_t n0, int64_t n1) {
-    std::vector<scalar_t> y(sample_size), blurred(sample_size);
-    for (int64_t n = n0; n < n1; ++n) {
+  // Samples are handed out from a shared counter rather than split statically: on a busy machine
+  // a static split waits for the slowest thread. Each sample's result does not depend on which
+  // thread computes it.
+  std::atomic<int64_t> next_sample{0};
+  const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(N, at::get_num_threads()));
+  const bool x_rows = sm == 1 && sv == M;  // a frame's (V, M) values are contiguous in x
+  at::parallel_for(0, workers, 1, [&](int64_t, int64_t) {
+    std::vector<scalar_t> y(sample_size), blurred(sample_size), coef(9 * VM), p(3 * VM);
+    for (int64_t n = next_sample++; n < N; n = next_sample++) {
       const scalar_t* xn = xp + n * sn;
-      // the per-joint matrices in the compute type, as the reference's .to(cdt)
-      scalar_t E[2][9];
-      for (int k = 0; k < 9; ++k) {
-        E[0][k] = static_cast<scalar_t>(mat[n * 9 + k]);
-        E[1][k] = static_cast<scalar_t>(jmat[n * 9 + k]);
+      // coef[(c * 3 + d) * VM + v * M + m] = E_v[c, d], in the compute type (the reference's .to(cdt))
+      bool identity_source = true;
+      for (int64_t v = 0; v < V; ++v) {
+        const double* e = (sel[n * V + v] ? jmat : mat) + n * 9;
+        for (int k = 0; k < 9; ++k)
+          for (int64_t m = 0; m < M; ++m) coef[k * VM + v * M + m] = static_cast<scalar_t>(e[k]);
+        identity_source = identity_source && src[n * V + v] == v;
       }
       const scalar_t std_n = static_cast<scalar_t>(noise_std[n]);
       const float* z = noise_row[n] >= 0 ? noise + noise_row[n] * sample_size : nullptr;
-      // 1. time, joint map, matrices, noise
+      // 1. time (two taps), joint map, per-joint matrices, noise; row by row over (V, M)
       for (int64_t t = 0; t < T; ++t) {
         const int64_t a = i0[n * T + t], b = i1[n * T + t];
         const scalar_t wb = static_cast<scalar_t>(w[n * T + t]);
         const scalar_t wa = scalar_t(1) - wb;
-        for (int64_t v = 0; v < V; ++v) {
-          const scalar_t* e = E[sel[n * V + v] ? 1 : 0];
-          const int64_t jv = src[n * V + v];
-          for (int64_t m = 0; m < M; ++m) {
-            const scalar_t* pa = xn + a * st + jv * sv + m * sm;
-            scalar_t p[3];
+        for (int64_t d = 0; d < 3; ++d) {
+          const scalar_t* pa = xn + d * sc + a * st;
+          const scalar_t* pb = xn + d * sc + b * st;
+          scalar_t* pd = p.data() + d * VM;
+          if (identity_source && x_rows) {
             if (wb != scalar_t(0)) {
-              const scalar_t* pb = xn + b * st + jv * sv + m * sm;
-              for (int d = 0; d < 3; ++d) p[d] = pa[d * sc] * wa + pb[d * sc] * wb;
+              for (int64_t j = 0; j < VM; ++j) pd[j] = pa[j] * wa + pb[j] * wb;
             } else {
-              for (int d = 0; d < 3; ++d) p[d] = pa[d * sc];
+              for (int64_t j = 0; j < VM; ++j) pd[j] = pa[j];
             }
-            const int64_t o = t * VM + v * M + m;
-            for (int c = 0; c < 3; ++c) {
-              scalar_t q = e[c * 3] * p[0] + e[c * 3 + 1] * p[1] + e[c * 3 + 2] * p[2];
-              if (z != nullptr) q = q + std_n * static_cast<scalar_t>(z[c * T * VM + o]);
-              y[c * T * VM + o] = q;
+          } else {
+            for (int64_t v = 0; v < V; ++v) {
+              const int64_t off = src[n * V + v] * sv;
+              for (int64_t m = 0; m < M; ++m) {
+                const int64_t o = off + m * sm;
+                pd[v * M + m] = wb != scalar_t(0) ? pa[o] * wa + pb[o] * wb : pa[o];
+              }
             }
+          }
+        }
+        const scalar_t *p0 = p.data(), *p1 = p0 + VM, *p2 = p1 + VM;
+        for (int64_t c = 0; c < 3; ++c) {
+          const scalar_t *e0 = coef.data() + (c * 3) * VM, *e1 = e0 + VM, *e2 = e1 + VM;
+          scalar_t* dst = y.data() + (c * T + t) * VM;
+          for (int64_t j = 0; j < VM; ++j) dst[j] = e0[j] * p0[j] + e1[j] * p1[j] + e2[j] * p2[j];
+          if (z != nullptr) {
+            const float* zc = z + (c * T + t) * VM;
+            for (int64_t j = 0; j < VM; ++j) dst[j] = dst[j] + std_n * static_cast<scalar_t>(zc[j]);
           }
         }
       }
@@ -114,12 +134,12 @@ void augment_kernel(const Tensor& x, const Tensor& i0_t, const Tensor& i1_t, con
         for (int64_t k = 0; k < K; ++k) tp[k] = static_cast<scalar_t>(blur_w[n * K + k]);
         for (int64_t c = 0; c < C; ++c) {
           for (int64_t t = 0; t < T; ++t) {
-            scalar_t* dst = blurred.data() + (c * T + t) * VM;
+            scalar_t* __restrict__ dst = blurred.data() + (c * T + t) * VM;
             for (int64_t j = 0; j < VM; ++j) dst[j] = scalar_t(0);
             const int64_t k0 = std::max<int64_t>(0, R - t), k1 = std::min<int64_t>(K, T + R - t);
             for (int64_t k = k0; k < k1; ++k) {
               const scalar_t wk = tp[k];
-              const scalar_t* s = y.data() + (c * T + t + k - R) * VM;
+              const scalar_t* __restrict__ s = y.data() + (c * T + t + k - R) * VM;
               for (int64_t j = 0; j < VM; ++j) dst[j] += wk * s[j];
             }
           }
