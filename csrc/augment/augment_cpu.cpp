@@ -4,13 +4,14 @@
 // Per sample n, in the order of skelfast/augment/params.py:
 //   1. y[c,t,v,m] = sum_d E_v[c,d] * ((1-w_t) x[d,i0_t,src_v,m] + w_t x[d,i1_t,src_v,m])
 //                   + noise_std * z[c,t,v,m]
-//      (temporal taps i0/i1/w, joint map src and per-joint matrix E_v = joint_matrix or matrix);
+//      (temporal taps i0/i1/w from start/length/reverse/valid, joint map src and per-joint
+//      matrix E_v = joint_matrix or matrix);
 //      only the frames the taps name are read from x, through its strides;
 //   2. temporal blur with the sample's taps (zero padded) where blur_on;
 //   3. axis mask, stream (joint / bone / motion), joint mask with the fill value, written to out.
 // Steps 1-2 go through one (C, T_out, V*M) buffer per thread (tens of KB: cache resident), so
-// x is read once and the output written once. The temporal taps, blur taps and the noise draw
-// (seeded torch.randn, shared with the other CPU backends) come from the Python side.
+// x is read once and the output written once. The blur taps and the noise draw (seeded
+// torch.randn, shared with the other CPU backends) come from the Python side.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -36,8 +37,36 @@ void check_matrix(const Tensor& t, const char* name, int64_t rows, int64_t cols)
               " must have shape (", rows, ", ", cols, "), got ", t.sizes());
 }
 
+int64_t reflect(int64_t p, int64_t valid) {
+  if (p < 0) p = -1 - p;
+  if (p >= valid) p = 2 * valid - 1 - p;
+  return std::min(std::max<int64_t>(p, 0), valid - 1);
+}
+
+// skelfast.reference.augment.source_positions, in its float32 arithmetic (ATen's linear
+// interpolation with align_corners=False: float32 scale, source position clamped at 0); the
+// product and the difference are rounded separately there, so they must not fuse into an FMA.
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("fp-contract=off")))
+#endif
+void temporal_taps(const int64_t* valid, const int64_t* start, const int64_t* length, const bool* reverse,
+                   int64_t N, int64_t T, int64_t* i0, int64_t* i1, float* w) {
+  for (int64_t n = 0; n < N; ++n) {
+    const float scale = static_cast<float>(length[n]) / static_cast<float>(T);
+    for (int64_t t = 0; t < T; ++t) {
+      const float position = static_cast<float>(reverse[n] ? T - 1 - t : t) + 0.5f;
+      const float scaled = scale * position;
+      const float src = std::max(scaled - 0.5f, 0.0f);
+      const int64_t a = static_cast<int64_t>(src);
+      w[n * T + t] = src - static_cast<float>(a);
+      i0[n * T + t] = reflect(start[n] + std::min(a, length[n] - 1), valid[n]);
+      i1[n * T + t] = reflect(start[n] + std::min(a + 1, length[n] - 1), valid[n]);
+    }
+  }
+}
+
 template <typename scalar_t>
-void augment_kernel(const Tensor& x, const Tensor& i0_t, const Tensor& i1_t, const Tensor& w_t,
+void augment_kernel(const Tensor& x, const int64_t* i0, const int64_t* i1, const float* w,
                     const Tensor& matrix_t, const Tensor& joint_matrix_t, const Tensor& select_t,
                     const Tensor& source_t, const Tensor& noise_std_t, const Tensor& noise_t,
                     const std::vector<int64_t>& noise_row, const Tensor& blur_on_t, const Tensor& blur_w_t,
@@ -47,9 +76,6 @@ void augment_kernel(const Tensor& x, const Tensor& i0_t, const Tensor& i1_t, con
   const int64_t K = blur_w_t.size(1), R = K / 2;
   const int64_t sn = x.stride(0), sc = x.stride(1), st = x.stride(2), sv = x.stride(3), sm = x.stride(4);
   const scalar_t* xp = x.const_data_ptr<scalar_t>();
-  const int64_t* i0 = i0_t.const_data_ptr<int64_t>();
-  const int64_t* i1 = i1_t.const_data_ptr<int64_t>();
-  const double* w = w_t.const_data_ptr<double>();
   const double* mat = matrix_t.const_data_ptr<double>();
   const double* jmat = joint_matrix_t.const_data_ptr<double>();
   const bool* sel = select_t.const_data_ptr<bool>();
@@ -132,15 +158,27 @@ void augment_kernel(const Tensor& x, const Tensor& i0_t, const Tensor& i1_t, con
           tp = many.data();
         }
         for (int64_t k = 0; k < K; ++k) tp[k] = static_cast<scalar_t>(blur_w[n * K + k]);
+        // columns in blocks of kBlock held in registers over the taps
+        constexpr int64_t kBlock = 16;
         for (int64_t c = 0; c < C; ++c) {
+          const scalar_t* yc = y.data() + c * T * VM;
           for (int64_t t = 0; t < T; ++t) {
-            scalar_t* __restrict__ dst = blurred.data() + (c * T + t) * VM;
-            for (int64_t j = 0; j < VM; ++j) dst[j] = scalar_t(0);
+            scalar_t* dst = blurred.data() + (c * T + t) * VM;
             const int64_t k0 = std::max<int64_t>(0, R - t), k1 = std::min<int64_t>(K, T + R - t);
-            for (int64_t k = k0; k < k1; ++k) {
-              const scalar_t wk = tp[k];
-              const scalar_t* __restrict__ s = y.data() + (c * T + t + k - R) * VM;
-              for (int64_t j = 0; j < VM; ++j) dst[j] += wk * s[j];
+            int64_t j0 = 0;
+            for (; j0 + kBlock <= VM; j0 += kBlock) {
+              scalar_t acc[kBlock] = {};
+              for (int64_t k = k0; k < k1; ++k) {
+                const scalar_t wk = tp[k];
+                const scalar_t* s = yc + (t + k - R) * VM + j0;
+                for (int64_t j = 0; j < kBlock; ++j) acc[j] += wk * s[j];
+              }
+              for (int64_t j = 0; j < kBlock; ++j) dst[j0 + j] = acc[j];
+            }
+            for (int64_t j = j0; j < VM; ++j) {
+              scalar_t acc = 0;
+              for (int64_t k = k0; k < k1; ++k) acc += tp[k] * yc[(t + k - R) * VM + j];
+              dst[j] = acc;
             }
           }
         }
@@ -178,7 +216,8 @@ void augment_kernel(const Tensor& x, const Tensor& i0_t, const Tensor& i1_t, con
   });
 }
 
-Tensor augment_cpu(const Tensor& x, const Tensor& i0, const Tensor& i1, const Tensor& w, const Tensor& matrix,
+Tensor augment_cpu(const Tensor& x, const Tensor& valid, const Tensor& start, const Tensor& length,
+                   const Tensor& reverse, int64_t t_out, const Tensor& matrix,
                    const Tensor& joint_matrix, const Tensor& joint_select, const Tensor& joint_source,
                    const Tensor& noise_std, const Tensor& noise, const Tensor& blur_on,
                    const Tensor& blur_weights, const Tensor& axis_keep,
@@ -191,10 +230,12 @@ Tensor augment_cpu(const Tensor& x, const Tensor& i0, const Tensor& i1, const Te
   TORCH_CHECK(stream >= kStreamJoint && stream <= kStreamMotion, "augment_cpu: stream must be 0, 1 or 2, got ",
               stream);
   const int64_t N = x.size(0), T_in = x.size(2), V = x.size(3), M = x.size(4);
-  TORCH_CHECK(i0.dim() == 2 && i0.size(0) == N, "augment_cpu: i0 must be (N, T_out), got ", i0.sizes());
-  const int64_t T = i0.size(1);
-  check_matrix(i1, "i1", N, T);
-  check_matrix(w, "w", N, T);
+  TORCH_CHECK(t_out >= 1, "augment_cpu: t_out must be >= 1, got ", t_out);
+  const int64_t T = t_out;
+  check_vector(valid, "valid", N);
+  check_vector(start, "start", N);
+  check_vector(length, "length", N);
+  check_vector(reverse, "reverse", N);
   TORCH_CHECK(matrix.dim() == 3 && matrix.size(0) == N && matrix.size(1) == 3 && matrix.size(2) == 3,
               "augment_cpu: matrix must be (N, 3, 3), got ", matrix.sizes());
   TORCH_CHECK(joint_matrix.sizes() == matrix.sizes(), "augment_cpu: joint_matrix must be (N, 3, 3), got ",
@@ -218,11 +259,12 @@ Tensor augment_cpu(const Tensor& x, const Tensor& i0, const Tensor& i1, const Te
   const auto f64 = [](const Tensor& t) { return t.to(at::kDouble).contiguous(); };
   const auto i64 = [](const Tensor& t) { return t.to(at::kLong).contiguous(); };
   const auto b8 = [](const Tensor& t) { return t.to(at::kBool).contiguous(); };
-  const Tensor i0c = i64(i0), i1c = i64(i1), sourcec = i64(joint_source), parentsc = i64(parents);
+  const Tensor validc = i64(valid), startc = i64(start), lengthc = i64(length), reversec = b8(reverse);
+  const Tensor sourcec = i64(joint_source), parentsc = i64(parents);
   const Tensor noise_stdc = f64(noise_std);
-  TORCH_CHECK(i0c.min().item<int64_t>() >= 0 && i0c.max().item<int64_t>() < T_in &&
-                  i1c.min().item<int64_t>() >= 0 && i1c.max().item<int64_t>() < T_in,
-              "augment_cpu: temporal taps must index frames in [0, ", T_in, ")");
+  TORCH_CHECK(validc.min().item<int64_t>() >= 1 && validc.max().item<int64_t>() <= T_in,
+              "augment_cpu: valid lengths must be in [1, T_in=", T_in, "]");
+  TORCH_CHECK(lengthc.min().item<int64_t>() >= 1, "augment_cpu: length must be >= 1");
   TORCH_CHECK(sourcec.min().item<int64_t>() >= 0 && sourcec.max().item<int64_t>() < V,
               "augment_cpu: joint_source must index joints in [0, ", V, ")");
   TORCH_CHECK(parentsc.min().item<int64_t>() >= 0 && parentsc.max().item<int64_t>() < V,
@@ -239,8 +281,15 @@ Tensor augment_cpu(const Tensor& x, const Tensor& i0, const Tensor& i1, const Te
               "augment_cpu: noise must be (", noisy, ", 3, ", T, ", ", V, ", ", M,
               ") for the samples with noise_std != 0, got ", noisec.sizes());
 
+  // reflection keeps every tap in [0, valid) within [0, T_in): x is read in bounds
+  std::vector<int64_t> i0(N * T), i1(N * T);
+  std::vector<float> w(N * T);
+  temporal_taps(validc.const_data_ptr<int64_t>(), startc.const_data_ptr<int64_t>(),
+                lengthc.const_data_ptr<int64_t>(), reversec.const_data_ptr<bool>(), N, T, i0.data(), i1.data(),
+                w.data());
+
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "augment_cpu", [&] {
-    augment_kernel<scalar_t>(x, i0c, i1c, f64(w), f64(matrix), f64(joint_matrix), b8(joint_select), sourcec,
+    augment_kernel<scalar_t>(x, i0.data(), i1.data(), w.data(), f64(matrix), f64(joint_matrix), b8(joint_select), sourcec,
                              noise_stdc, noisec, noise_row, b8(blur_on), f64(blur_weights), f64(axis_keep),
                              has_mask ? b8(*frame_joint_mask) : Tensor(), has_mask, fill.item<double>(),
                              parentsc, stream, out);
@@ -251,11 +300,12 @@ Tensor augment_cpu(const Tensor& x, const Tensor& i0, const Tensor& i1, const Te
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(skelfast, m) {
-  // One fused pass of skelfast.ops.augment on CPU tensors; the temporal taps (i0, i1, w: (N, T_out)),
-  // the blur taps (N, K) and the noise draw (one (3, T_out, V, M) slice per noisy sample) are
+  // One fused pass of skelfast.ops.augment on CPU tensors (fields as in AugmentParams); the
+  // blur taps (N, K) and the noise draw (one (3, t_out, V, M) slice per noisy sample) are
   // computed by the caller. stream: 0 joint, 1 bone, 2 motion.
   m.def(
-      "augment_cpu(Tensor x, Tensor i0, Tensor i1, Tensor w, Tensor matrix, Tensor joint_matrix, "
+      "augment_cpu(Tensor x, Tensor valid, Tensor start, Tensor length, Tensor reverse, int t_out, "
+      "Tensor matrix, Tensor joint_matrix, "
       "Tensor joint_select, Tensor joint_source, Tensor noise_std, Tensor noise, Tensor blur_on, "
       "Tensor blur_weights, Tensor axis_keep, Tensor? frame_joint_mask, Tensor fill, Tensor parents, "
       "int stream) -> Tensor");

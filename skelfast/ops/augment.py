@@ -244,11 +244,10 @@ def augment_cpp(
     fill: torch.Tensor,
     parents: torch.Tensor,
 ) -> torch.Tensor:
-    """The C++ kernel: the (N, t_out) temporal taps, the (N, K) blur taps and the noise draw (the
-    same seeded ``torch.randn`` as the torch path, one slice per noisy sample) are made here; the
-    kernel does the rest in one pass. x: (N, 3, T_in, V, M) float32/float64 -> (N, 3, t_out, V, M)."""
+    """The C++ kernel: the (N, K) blur taps and the noise draw (the same seeded ``torch.randn`` as
+    the torch path, one slice per noisy sample) are made here; the kernel does the rest in one pass.
+    x: (N, 3, T_in, V, M) float32/float64 -> (N, 3, t_out, V, M)."""
     n, c, _, v, m = x.shape
-    i0, i1, w = source_positions(params, valid)
     noisy = int((params.noise_std != 0).sum())
     noise = torch.empty(0)
     if noisy:
@@ -256,9 +255,11 @@ def augment_cpp(
         noise = torch.randn((noisy, c, params.t_out, v, m), generator=g)
     return torch.ops.skelfast.augment_cpu(
         x,
-        i0,
-        i1,
-        w,
+        valid,
+        params.start,
+        params.length,
+        params.reverse,
+        params.t_out,
         params.matrix,
         params.joint_matrix,
         params.joint_select,

@@ -296,20 +296,34 @@ def test_cpp_kernel_bad_input_raises_clear_errors():
             skelfast.ops.augment(x, torch.tensor([0, 5]), p)
     fill, parents = torch.tensor(0.0), torch.arange(25)
     # the kernel checks what it is given too (it is reachable as torch.ops.skelfast.augment_cpu)
-    i0 = torch.zeros(2, 8, dtype=torch.long)
-    good = (x, i0, i0, torch.zeros(2, 8), p.matrix, p.joint_matrix, p.joint_select, p.joint_source)
+    good = (
+        x,
+        valid,
+        p.start,
+        p.length,
+        p.reverse,
+        8,
+        p.matrix,
+        p.joint_matrix,
+        p.joint_select,
+        p.joint_source,
+    )
     good += (p.noise_std, torch.empty(0), p.blur_on, p.blur_weights(torch.float64), p.axis_keep, None)
     good += (fill, parents, 0)
     op = torch.ops.skelfast.augment_cpu
     assert op(*good).shape == (2, 3, 8, 25, 2)
     cases = {
         0: (x[:, :2], r"x must be \(N, 3, T_in, V, M\)"),
-        1: (torch.full((2, 8), 9), r"temporal taps must index frames in \[0, 9\)"),
-        4: (p.matrix[:1], r"matrix must be \(N, 3, 3\)"),
-        7: (torch.full((2, 25), 25), r"joint_source must index joints in \[0, 25\)"),
-        8: (torch.ones(2), r"noise must be \(2, 3, 8, 25, 2\)"),
-        13: (torch.zeros(7, 25, dtype=torch.bool), r"frame_joint_mask must have shape \(8, 25\)"),
-        16: (3, "stream must be 0, 1 or 2"),
+        1: (torch.tensor([9, 10]), r"valid lengths must be in \[1, T_in=9\]"),
+        3: (torch.tensor([0, 4]), "length must be >= 1"),
+        4: (torch.zeros(3, dtype=torch.bool), r"reverse must have shape \(2\)"),
+        5: (0, "t_out must be >= 1"),
+        6: (p.matrix[:1], r"matrix must be \(N, 3, 3\)"),
+        9: (torch.full((2, 25), 25), r"joint_source must index joints in \[0, 25\)"),
+        # noise_std says both samples are noisy, but no noise draw is given
+        10: (torch.ones(2), r"noise must be \(2, 3, 8, 25, 2\)"),
+        15: (torch.zeros(7, 25, dtype=torch.bool), r"frame_joint_mask must have shape \(8, 25\)"),
+        18: (3, "stream must be 0, 1 or 2"),
     }
     for index, (bad, message) in cases.items():
         args = list(good)
