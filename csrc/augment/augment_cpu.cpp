@@ -158,13 +158,17 @@ void augment_kernel(const Tensor& x, const int64_t* i0, const int64_t* i1, const
           tp = many.data();
         }
         for (int64_t k = 0; k < K; ++k) tp[k] = static_cast<scalar_t>(blur_w[n * K + k]);
+        // taps that underflow to 0 (small sigma) add nothing: skip them
+        int64_t first = 0, last = K;
+        while (first < last && tp[first] == scalar_t(0)) ++first;
+        while (last > first && tp[last - 1] == scalar_t(0)) --last;
         // columns in blocks of kBlock held in registers over the taps
         constexpr int64_t kBlock = 16;
         for (int64_t c = 0; c < C; ++c) {
           const scalar_t* yc = y.data() + c * T * VM;
           for (int64_t t = 0; t < T; ++t) {
             scalar_t* dst = blurred.data() + (c * T + t) * VM;
-            const int64_t k0 = std::max<int64_t>(0, R - t), k1 = std::min<int64_t>(K, T + R - t);
+            const int64_t k0 = std::max<int64_t>(first, R - t), k1 = std::min<int64_t>(last, T + R - t);
             int64_t j0 = 0;
             for (; j0 + kBlock <= VM; j0 += kBlock) {
               scalar_t acc[kBlock] = {};

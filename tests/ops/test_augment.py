@@ -163,6 +163,22 @@ def test_cpu_noise_matches_reference_and_replays(backend):
     assert not torch.equal(a, b)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_cpu_blur_with_small_sigma_matches_reference(backend, dtype):
+    """sigma 0.1-0.3: the outer taps underflow to exactly 0 (the C++ kernel skips them)."""
+    x, valid = _data(3, 20, 25, 2)
+    x = x.to(dtype)
+    p = AugmentParams.identity(valid, 25, 16).replace(
+        blur_on=torch.ones(3, dtype=torch.bool), blur_sigma=torch.tensor([0.1, 0.2, 0.3])
+    )
+    assert bool((p.blur_weights(dtype) == 0).any())
+    expected = reference(x, valid, p)
+    tol = ATOL if dtype == torch.float32 else 1e-12
+    actual = CPU_PATHS[backend](x, valid, p, torch.tensor(0.0), torch.arange(25))
+    assert_close(actual, expected, tol, tol, f"{backend} {dtype}")
+
+
 @requires_cpp
 def test_cpp_and_torch_paths_agree_on_the_noise_draw():
     """Noise alone (no interpolation, identity matrix): both add std * the same randn values."""
