@@ -12,6 +12,31 @@ import torch
 from torch import nn
 
 
+class OfficialEncoder(nn.Module):
+    """Base of the method encoders: ``representation(*inputs)`` gives the evaluation feature,
+    ``project(h)`` the pretraining projection (``self.fc`` unless overridden), ``forward`` is their
+    composition, and ``load_official_state_dict`` loads an official checkpoint through
+    ``official_key`` (a key renaming; ``None`` when the official keys load unchanged)."""
+
+    official_key: Callable[[str], str | None] | None = None
+
+    def representation(self, *inputs: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def project(self, h: torch.Tensor) -> torch.Tensor:
+        return self.fc(h)
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.project(self.representation(*inputs))
+
+    def load_official_state_dict(
+        self, state_dict: Mapping[str, torch.Tensor], prefix: str = "", strict: bool = True
+    ) -> nn.modules.module._IncompatibleKeys:
+        """Load official weights: keys under ``prefix`` (e.g. ``"module.encoder_q."`` for a MoCo
+        query encoder) are renamed by ``official_key`` and loaded with ``strict``."""
+        return load_official(self, state_dict, prefix, self.official_key, strict)
+
+
 def init_normal_002(module: nn.Module) -> None:
     """AimCLR/HiCLR ``weights_init`` (``PT_Processor``, applied with ``model.apply``): Conv1d, Conv2d
     and Linear weights ~ N(0, 0.02) with zero bias; BatchNorm weights ~ N(1, 0.02) with zero bias."""

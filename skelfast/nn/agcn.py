@@ -14,13 +14,12 @@ The graph part is per sample (C_k depends on x), so it does not go through
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from skelfast.nn._official import load_official
+from skelfast.nn._official import OfficialEncoder
 from skelfast.nn.graph import agcn_graph
 
 
@@ -134,7 +133,7 @@ class TCNGCNUnit(nn.Module):
 AGCN_UNITS = ((64, 1), (64, 1), (64, 1), (64, 1), (128, 2), (128, 1), (128, 1), (256, 2), (256, 1), (256, 1))
 
 
-class AGCN(nn.Module):
+class AGCN(OfficialEncoder):
     """ISC's graph-based encoder (2s-AGCN joint stream) with its projection head.
 
     Input (N, C, T, V, M). ``representation``: BatchNorm1d over M*V*C channels (``data_bn``), bodies
@@ -142,6 +141,9 @@ class AGCN(nn.Module):
     over (T, V) then over the M bodies -> (N, 256). ``project``: with ``mlp=True`` (ISC's ``--mlp``)
     Linear(256, 256) -> ReLU -> Linear(256, num_class), else Linear(256, num_class); the last Linear
     starts at N(0, sqrt(2 / num_class)) as the official ``fc``. ``forward = project o representation``.
+
+    Official checkpoints load unchanged with ``load_official_state_dict(sd,
+    prefix="module.encoder_r.")`` (ISC's graph query encoder out of a MoCo checkpoint).
     """
 
     def __init__(
@@ -180,17 +182,3 @@ class AGCN(nn.Module):
         for i in range(1, len(AGCN_UNITS) + 1):
             x = getattr(self, f"l{i}")(x)
         return x.reshape(n, m, x.shape[1], -1).mean(3).mean(1)
-
-    def project(self, h: torch.Tensor) -> torch.Tensor:
-        """(N, 256) -> (N, num_class)."""
-        return self.fc(h)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.project(self.representation(x))
-
-    def load_official_state_dict(
-        self, state_dict: Mapping[str, torch.Tensor], prefix: str = "", strict: bool = True
-    ) -> nn.modules.module._IncompatibleKeys:
-        """Load skeleton-contrast's AGCN weights; ``prefix="module.encoder_r."`` picks ISC's graph query
-        encoder out of a MoCo checkpoint. Keys are the official ones unchanged."""
-        return load_official(self, state_dict, prefix, None, strict)

@@ -8,12 +8,12 @@ Module, parameter and buffer names follow the official code (``proj``, ``input_m
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from skelfast.nn._official import init_normal_002, load_official
+from skelfast.nn._official import OfficialEncoder, init_normal_002
 
 # (in_channels, out_channels, inter_channels, stride) of HiCLR's release config
 HICLR_CONFIG = (
@@ -98,7 +98,7 @@ class STAttentionBlock(nn.Module):
         return self.relu(self.drop(self.downt2(y) if self.has_down else y) + z)
 
 
-class DSTANet(nn.Module):
+class DSTANet(OfficialEncoder):
     """HiCLR's DSTA-Net encoder with its projection head.
 
     Input (N, C, T <= num_frame, V, M). ``representation``: stem Conv1x1 C->32 -> BN -> LReLU(0.1),
@@ -106,6 +106,9 @@ class DSTANet(nn.Module):
     ``mlp=True`` Linear(256, 256) -> ReLU -> Linear(256, num_class). ``init="normal"`` applies HiCLR's
     pretraining init (Conv/Linear N(0, 0.02), BN N(1, 0.02)), which overwrites DSTA's own;
     ``init="dsta"`` keeps DSTA's (kaiming fan_out convs, BN 1/0, xavier_normal Linear).
+
+    Official keys (``pe`` and ``atts`` buffers included) load unchanged:
+    ``load_official_state_dict(sd, prefix="encoder_q.")``.
     """
 
     def __init__(
@@ -160,15 +163,3 @@ class DSTANet(nn.Module):
         for layer in self.graph_layers:
             x = layer(x)
         return x.view(n, m, self.out_channels, -1).mean(dim=(1, 3))
-
-    def project(self, h: torch.Tensor) -> torch.Tensor:
-        return self.fc(h)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.project(self.representation(x))
-
-    def load_official_state_dict(
-        self, state_dict: Mapping[str, torch.Tensor], prefix: str = "", strict: bool = True
-    ) -> nn.modules.module._IncompatibleKeys:
-        """Official keys unchanged (``pe`` and ``atts`` buffers included); ``prefix="encoder_q."``."""
-        return load_official(self, state_dict, prefix, None, strict)

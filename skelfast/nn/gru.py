@@ -21,7 +21,7 @@ import torch
 import torch.nn.utils.rnn as rnn_utils
 from torch import nn
 
-from skelfast.nn._official import load_official, xavier_2d_params
+from skelfast.nn._official import OfficialEncoder, load_official, xavier_2d_params
 
 
 class _ISCGRUHolder(nn.Module):
@@ -34,7 +34,7 @@ class _ISCGRUHolder(nn.Module):
         )
 
 
-class ISCSeqEncoder(nn.Module):
+class ISCSeqEncoder(OfficialEncoder):
     """ISC's sequence-based encoder (``BIGRU``) with its projection head.
 
     Input (N, T, 150): one 150-d frame vector per step (joint-major, then coordinate, then body).
@@ -44,6 +44,9 @@ class ISCSeqEncoder(nn.Module):
 
     Init as ``builder_inter.weights_init_gru``: xavier_uniform on every 2-D parameter of the GRU and
     of the original fc; the MLP's first Linear is added afterwards and keeps PyTorch's default.
+
+    Official keys (``encoder.gru.*``, ``fc.*``) load unchanged:
+    ``load_official_state_dict(sd, prefix="module.encoder_q.")``.
     """
 
     def __init__(
@@ -91,18 +94,6 @@ class ISCSeqEncoder(nn.Module):
         """x (N, T, input_size) -> (N, 2 * hidden_size) at the last frame."""
         return self.sequence(x)[:, -1]
 
-    def project(self, h: torch.Tensor) -> torch.Tensor:
-        return self.fc(h)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.project(self.representation(x))
-
-    def load_official_state_dict(
-        self, state_dict: Mapping[str, torch.Tensor], prefix: str = "", strict: bool = True
-    ) -> nn.modules.module._IncompatibleKeys:
-        """Official keys are unchanged (``encoder.gru.*``, ``fc.*``); ``prefix="module.encoder_q."``."""
-        return load_official(self, state_dict, prefix, None, strict)
-
 
 def _lengths_tensor(lengths: Sequence[int] | torch.Tensor, batch: int, max_len: int) -> torch.Tensor:
     lengths = torch.as_tensor(lengths, dtype=torch.int64, device="cpu")
@@ -125,13 +116,16 @@ def crrl_mlp(dim: int = 512, out_dim: int = 512) -> nn.Sequential:
     return nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, out_dim))
 
 
-class CRRLEncoder(nn.Module):
+class CRRLEncoder(OfficialEncoder):
     """CRRL's ``Bi_GRU_packpad``: a 2-layer bidirectional GRU (hidden 256, dropout 0.2 between layers)
     over packed variable-length sequences, with its MLP head ``fc`` (512 -> 512 -> 512).
 
     ``sequence(x, lengths)``: x (N, T, D) zero-padded, lengths (N,) -> (N, T_max, 512) per-frame
     features, zero past each length. ``representation``: their temporal average over the valid frames
     (N, 512). ``project``: the MLP. PyTorch default initialisation, as the official code.
+
+    ``load_official_state_dict(sd, prefix="encoder_fc_q.")`` loads the query encoder of a MoCo
+    state_dict; a saved ``encoder`` (``gru.*`` only) loads with ``strict=False``.
     """
 
     def __init__(
@@ -160,23 +154,10 @@ class CRRLEncoder(nn.Module):
         lengths = _lengths_tensor(lengths, x.shape[0], x.shape[1])
         return temporal_average(self.sequence(x, lengths), lengths)
 
-    def project(self, h: torch.Tensor) -> torch.Tensor:
-        return self.fc(h)
-
-    def forward(self, x: torch.Tensor, lengths: Sequence[int] | torch.Tensor) -> torch.Tensor:
-        return self.project(self.representation(x, lengths))
-
     @staticmethod
     def official_key(key: str) -> str | None:
         """``Nonlinear_2layer``'s ``classifier_.*`` (CRRL's student MLP) maps onto ``fc.*``."""
         return "fc." + key[len("classifier_.") :] if key.startswith("classifier_.") else key
-
-    def load_official_state_dict(
-        self, state_dict: Mapping[str, torch.Tensor], prefix: str = "", strict: bool = True
-    ) -> nn.modules.module._IncompatibleKeys:
-        """``prefix="encoder_fc_q."`` loads CRRL's query encoder from a MoCo state_dict; the saved
-        ``encoder`` (``gru.*`` only) loads with ``strict=False``."""
-        return load_official(self, state_dict, prefix, self.official_key, strict)
 
 
 class CRRLDecoder(nn.Module):

@@ -8,14 +8,12 @@ same Dropout2d distribution in train mode.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from skelfast.nn._official import load_official
+from skelfast.nn._official import OfficialEncoder
 
 
 def _glorot_uniform(module: nn.Module) -> None:
@@ -35,7 +33,7 @@ def _glorot_uniform(module: nn.Module) -> None:
             m.bias.data.fill_(0)
 
 
-class HCN(nn.Module):
+class HCN(OfficialEncoder):
     """Hierarchical co-occurrence network with ISC's projection head.
 
     Input (N, C, T, V, M) with M = 2. Per body, separately for the position and the motion stream
@@ -45,6 +43,9 @@ class HCN(nn.Module):
     ReLU + Dropout2d + MaxPool2, conv6 3x3 128->256 + ReLU + Dropout2d + MaxPool2; element-wise max over
     the two bodies, flattened: ``representation`` (N, 256 * T/16 * window_size/16) = (N, 4096) for
     T = 64. ``project``: with ``mlp=True`` Linear(4096, 4096) -> ReLU -> Linear(4096, num_class).
+
+    Official keys load unchanged: ``load_official_state_dict(sd, prefix="module.encoder_r.")``
+    for ISC's image query encoder.
     """
 
     def __init__(
@@ -116,15 +117,3 @@ class HCN(nn.Module):
         out_m = self.conv4m(self.conv3m(self.conv2m(self.conv1m(mot)).permute(0, 3, 2, 1)))
         out = self.conv6(self.conv5(torch.cat((out_p, out_m), dim=1)))
         return torch.max(out[:n], out[n:]).flatten(1)
-
-    def project(self, h: torch.Tensor) -> torch.Tensor:
-        return self.fc(h)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.project(self.representation(x))
-
-    def load_official_state_dict(
-        self, state_dict: Mapping[str, torch.Tensor], prefix: str = "", strict: bool = True
-    ) -> nn.modules.module._IncompatibleKeys:
-        """Official keys unchanged; ``prefix="module.encoder_r."`` for ISC's image query encoder."""
-        return load_official(self, state_dict, prefix, None, strict)

@@ -6,13 +6,12 @@ Module names follow the official ``PretrainingEncoder`` (``hi_encoder.t_embeddin
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from skelfast.nn._official import load_official, xavier_2d_params
+from skelfast.nn._official import OfficialEncoder, xavier_2d_params
 
 ENCODERS = ("GRU", "LSTM", "Transformer")
 
@@ -136,7 +135,7 @@ def _head(in_size: int, hidden: int, out: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(in_size, hidden), nn.ReLU(), nn.Linear(hidden, out))
 
 
-class HiCoEncoder(nn.Module):
+class HiCoEncoder(OfficialEncoder):
     """HiCo's ``PretrainingEncoder``: ``HiEncoder`` plus the clip, part, temporal-domain,
     spatial-domain and instance projection heads (2-layer MLPs, no BatchNorm).
 
@@ -148,6 +147,9 @@ class HiCoEncoder(nn.Module):
     5 / stride 1 / padding 2 / factor 2, 4 heads, 1 layer, G = 4, projection 128; ``encoder`` is the
     options' default, the Transformer. Init: xavier_uniform on every 2-D parameter (HiCo's
     ``weights_init``); LayerNorms, biases and the depthwise convs keep PyTorch's defaults.
+
+    Official keys load unchanged: ``load_official_state_dict(sd, prefix="encoder_q.")``
+    (a ``DownstreamEncoder`` checkpoint loads its ``hi_encoder.*`` with ``strict=False``).
     """
 
     def __init__(
@@ -207,13 +209,3 @@ class HiCoEncoder(nn.Module):
         return HiCoProjections(
             self.clip_proj(vc), self.part_proj(vp), self.td_proj(vt), self.sd_proj(vs), self.instance_proj(vi)
         )
-
-    def forward(self, xc: torch.Tensor, xp: torch.Tensor) -> HiCoProjections:
-        return self.project(self.representation(xc, xp))
-
-    def load_official_state_dict(
-        self, state_dict: Mapping[str, torch.Tensor], prefix: str = "", strict: bool = True
-    ) -> nn.modules.module._IncompatibleKeys:
-        """Official keys unchanged; ``prefix="encoder_q."`` picks the query encoder of a HiCo
-        checkpoint (a ``DownstreamEncoder`` checkpoint loads its ``hi_encoder.*`` with strict=False)."""
-        return load_official(self, state_dict, prefix, None, strict)

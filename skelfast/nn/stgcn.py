@@ -8,12 +8,10 @@ key for key (``load_official_state_dict``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import torch
 from torch import nn
 
-from skelfast.nn._official import init_normal_002, load_official
+from skelfast.nn._official import OfficialEncoder, init_normal_002
 from skelfast.nn.graph import stgcn_graph
 from skelfast.nn.graph_conv import GraphConv
 
@@ -76,7 +74,7 @@ def stgcn_widths(hidden_channels: int, hidden_dim: int) -> list[tuple[int, int, 
     ]  # fmt: skip
 
 
-class STGCN(nn.Module):
+class STGCN(OfficialEncoder):
     """ST-GCN encoder of AimCLR/HiCLR with its projection head.
 
     Input (N, C, T, V, M). ``representation`` gives the (N, hidden_dim) feature used for evaluation:
@@ -89,6 +87,9 @@ class STGCN(nn.Module):
     The first unit has no residual and no dropout (the official ``kwargs0``). ``init="normal"``
     applies HiCLR's ``weights_init`` (Conv/Linear N(0, 0.02), BatchNorm N(1, 0.02)); ``"pytorch"``
     keeps PyTorch's defaults.
+
+    Official checkpoints (AimCLR/HiCLR, or the original ST-GCN) load with
+    ``load_official_state_dict(sd, prefix="encoder_q.")``.
     """
 
     def __init__(
@@ -155,10 +156,6 @@ class STGCN(nn.Module):
             x = block(x, A)
         return x.mean(dim=(2, 3)).view(n, m, -1).mean(dim=1)
 
-    def project(self, h: torch.Tensor) -> torch.Tensor:
-        """(N, hidden_dim) -> (N, num_class): the pretraining projection head."""
-        return self.fc(h)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (N, C, T, V, M) -> (N, num_class), as the official ``Model.forward``."""
         return self.project(self.representation(x))
@@ -173,13 +170,6 @@ class STGCN(nn.Module):
         if key.startswith("fcn."):
             return None
         return key
-
-    def load_official_state_dict(
-        self, state_dict: Mapping[str, torch.Tensor], prefix: str = "", strict: bool = True
-    ) -> nn.modules.module._IncompatibleKeys:
-        """Load an AimCLR/HiCLR (or original ST-GCN) checkpoint; ``prefix="encoder_q."`` picks the
-        query encoder out of a HiCLR state_dict."""
-        return load_official(self, state_dict, prefix, self.official_key, strict)
 
 
 def stgcn_standard(num_class: int = 128, **kwargs: object) -> STGCN:
