@@ -65,6 +65,41 @@ void temporal_taps(const int64_t* valid, const int64_t* start, const int64_t* le
   }
 }
 
+// blurred[c, t, :] = sum_k taps[k] * y[c, t + k - R, :] over the taps in [first, last) that land
+// inside [0, T) (zero padding), for the 3 channels of one sample of (T, VM) rows. Columns are
+// taken in blocks held in registers over the taps. An AVX2 clone is picked at load time where
+// the CPU has it (each element's arithmetic is the same in both clones: no FMA).
+template <typename scalar_t>
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+__attribute__((target_clones("avx2", "default")))
+#endif
+void blur_sample(const scalar_t* y, scalar_t* blurred, const scalar_t* taps, int64_t first, int64_t last,
+                 int64_t T, int64_t VM, int64_t R) {
+  constexpr int64_t kBlock = 16;
+  for (int64_t c = 0; c < 3; ++c) {
+    const scalar_t* yc = y + c * T * VM;
+    for (int64_t t = 0; t < T; ++t) {
+      scalar_t* dst = blurred + (c * T + t) * VM;
+      const int64_t k0 = std::max<int64_t>(first, R - t), k1 = std::min<int64_t>(last, T + R - t);
+      int64_t j0 = 0;
+      for (; j0 + kBlock <= VM; j0 += kBlock) {
+        scalar_t acc[kBlock] = {};
+        for (int64_t k = k0; k < k1; ++k) {
+          const scalar_t wk = taps[k];
+          const scalar_t* s = yc + (t + k - R) * VM + j0;
+          for (int64_t j = 0; j < kBlock; ++j) acc[j] += wk * s[j];
+        }
+        for (int64_t j = 0; j < kBlock; ++j) dst[j0 + j] = acc[j];
+      }
+      for (int64_t j = j0; j < VM; ++j) {
+        scalar_t acc = 0;
+        for (int64_t k = k0; k < k1; ++k) acc += taps[k] * yc[(t + k - R) * VM + j];
+        dst[j] = acc;
+      }
+    }
+  }
+}
+
 template <typename scalar_t>
 void augment_kernel(const Tensor& x, const int64_t* i0, const int64_t* i1, const float* w,
                     const Tensor& matrix_t, const Tensor& joint_matrix_t, const Tensor& select_t,
@@ -162,30 +197,7 @@ void augment_kernel(const Tensor& x, const int64_t* i0, const int64_t* i1, const
         int64_t first = 0, last = K;
         while (first < last && tp[first] == scalar_t(0)) ++first;
         while (last > first && tp[last - 1] == scalar_t(0)) --last;
-        // columns in blocks of kBlock held in registers over the taps
-        constexpr int64_t kBlock = 16;
-        for (int64_t c = 0; c < C; ++c) {
-          const scalar_t* yc = y.data() + c * T * VM;
-          for (int64_t t = 0; t < T; ++t) {
-            scalar_t* dst = blurred.data() + (c * T + t) * VM;
-            const int64_t k0 = std::max<int64_t>(first, R - t), k1 = std::min<int64_t>(last, T + R - t);
-            int64_t j0 = 0;
-            for (; j0 + kBlock <= VM; j0 += kBlock) {
-              scalar_t acc[kBlock] = {};
-              for (int64_t k = k0; k < k1; ++k) {
-                const scalar_t wk = tp[k];
-                const scalar_t* s = yc + (t + k - R) * VM + j0;
-                for (int64_t j = 0; j < kBlock; ++j) acc[j] += wk * s[j];
-              }
-              for (int64_t j = 0; j < kBlock; ++j) dst[j0 + j] = acc[j];
-            }
-            for (int64_t j = j0; j < VM; ++j) {
-              scalar_t acc = 0;
-              for (int64_t k = k0; k < k1; ++k) acc += tp[k] * yc[(t + k - R) * VM + j];
-              dst[j] = acc;
-            }
-          }
-        }
+        blur_sample(y.data(), blurred.data(), tp, first, last, T, VM, R);
         pre = blurred.data();
       }
       // 3. axis mask, stream, joint mask
