@@ -37,6 +37,7 @@ OP = "info_nce"
 TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 TRITON_MAX_FEATURES = 128  # kernels/info_nce.py BD
 CHUNK_BYTES = 1 << 20  # the chunked path keeps one (rows, chunk) fp32 tile in about 1 MiB of cache
+CHUNK_FRACTION = 16  # ... and at most 1/16 of the level's full logits, so small queues stay lean too
 
 
 # --- the primitive: a custom op with fake and autograd ------------------------------------------
@@ -46,8 +47,9 @@ def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _chunk_size(rows: int) -> int:
-    return int(min(8192, max(256, CHUNK_BYTES // (4 * max(rows, 1)))))
+def _chunk_size(rows: int, queue_rows: int) -> int:
+    tile_bytes = min(CHUNK_BYTES, 4 * rows * queue_rows // CHUNK_FRACTION)
+    return int(min(8192, max(256, tile_bytes // (4 * max(rows, 1)))))
 
 
 def _chunked_stats(
@@ -62,7 +64,7 @@ def _chunked_stats(
     for lvl, n in enumerate(rows):
         k0, kn = ranges[2 * lvl], ranges[2 * lvl + 1]
         qs = q[row : row + n].to(acc) * inv_tau  # logits straight from the matmul: one pass fewer
-        chunk = _chunk_size(n)
+        chunk = _chunk_size(n, kn)
         m = qs.new_full((n,), -math.inf)
         total = qs.new_zeros((n,))
         weighted = qs.new_zeros((n, d))
@@ -103,7 +105,7 @@ def _chunked_moment(
     for lvl, n in enumerate(rows):
         k0, kn = ranges[2 * lvl], ranges[2 * lvl + 1]
         qs, gs, ls = q[row : row + n].to(acc), grad_o[row : row + n].to(acc), lse[row : row + n].to(acc)
-        chunk = _chunk_size(n)
+        chunk = _chunk_size(n, kn)
         for c0 in range(0, kn, chunk):
             keys = bank[k0 + c0 : k0 + min(kn, c0 + chunk)].to(acc)
             p = (qs @ keys.T).mul_(inv_tau).sub_(ls[:, None]).exp_()
