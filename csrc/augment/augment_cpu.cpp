@@ -133,7 +133,7 @@ void augment_kernel(const Tensor& x, const int64_t* i0, const int64_t* i1, const
   const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(N, at::get_num_threads()));
   const bool x_rows = sm == 1 && sv == M;  // a frame's (V, M) values are contiguous in x
   at::parallel_for(0, workers, 1, [&](int64_t, int64_t) {
-    std::vector<scalar_t> y(sample_size), blurred(sample_size), coef(9 * VM), p(3 * VM);
+    std::vector<scalar_t> y(sample_size), blurred(sample_size), coef(9 * VM), p(3 * VM), gathered(VM);
     for (int64_t n = next_sample++; n < N; n = next_sample++) {
       const scalar_t* xn = xp + n * sn;
       // coef[(c * 3 + d) * VM + v * M + m] = E_v[c, d], in the compute type (the reference's .to(cdt))
@@ -155,11 +155,18 @@ void augment_kernel(const Tensor& x, const int64_t* i0, const int64_t* i1, const
           const scalar_t* pa = xn + d * sc + a * st;
           const scalar_t* pb = xn + d * sc + b * st;
           scalar_t* pd = p.data() + d * VM;
-          if (identity_source && x_rows) {
+          if (x_rows) {  // whole rows, then the joint map within the (cache-resident) row
+            scalar_t* row = identity_source ? pd : gathered.data();
             if (wb != scalar_t(0)) {
-              for (int64_t j = 0; j < VM; ++j) pd[j] = pa[j] * wa + pb[j] * wb;
+              for (int64_t j = 0; j < VM; ++j) row[j] = pa[j] * wa + pb[j] * wb;
             } else {
-              for (int64_t j = 0; j < VM; ++j) pd[j] = pa[j];
+              for (int64_t j = 0; j < VM; ++j) row[j] = pa[j];
+            }
+            if (!identity_source) {
+              for (int64_t v = 0; v < V; ++v) {
+                const scalar_t* from = row + src[n * V + v] * M;
+                for (int64_t m = 0; m < M; ++m) pd[v * M + m] = from[m];
+              }
             }
           } else {
             for (int64_t v = 0; v < V; ++v) {
