@@ -4,7 +4,6 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check
-STAMP_DEPS  := $(VENV)/.skelfast-deps
 STAMP_BUILD := $(VENV)/.skelfast-build
 CSRC := $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu' 2>/dev/null)
 
@@ -15,15 +14,12 @@ setup: $(STAMP_BUILD)
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-# torch first and pinned: an unpinned torch pulls a 5 GB CUDA build; the editable build below
-# compiles against this torch (--no-build-isolation), so it must be there before.
-$(STAMP_DEPS): pyproject.toml | $(PY)
+# torch first and pinned: an unpinned torch pulls a 5 GB CUDA build; the editable install below
+# compiles skelfast._C against this torch (--no-build-isolation), so it must be there before.
+# One stamp, one build: pip finds the pinned dependencies already satisfied after the first run.
+$(STAMP_BUILD): pyproject.toml setup.py $(CSRC) | $(PY)
 	$(PIP) install -q torch==2.13.0 "setuptools>=64" wheel ninja
 	$(PIP) install -q -e ".[dev]" --no-build-isolation
-	touch $@ $(STAMP_BUILD)  # that install also built the extension
-
-$(STAMP_BUILD): $(STAMP_DEPS) setup.py $(CSRC)
-	$(PIP) install -q -e . --no-build-isolation --no-deps
 	touch $@
 
 lint: setup

@@ -3,50 +3,33 @@
 // The op is y_n = sum_k (W_k x_n + b_k) A_k per sample n, with x_n viewed as (C, T*V). It is
 // computed sample by sample, so the only intermediate is one sample's (K, *, T, V) buffer per
 // thread (cache-sized) instead of the reference's (N, K, C_out, T, V) tensor, and every product
-// is a GEMM. Two contraction orders, chosen from the channel counts:
-//   aggregate-first (C_in <= C_out): X_k = x_n A_k (K small GEMMs over C_in*T rows), then one
+// is a GEMM on raw pointers (blas_cpu.h). Two contraction orders, chosen from the channel counts:
+//   aggregate-first (C_in <= C_out): X_k = x_n A_k (K skinny GEMMs over C_in*T rows), then one
 //     GEMM y_n = [W_0 .. W_{K-1}] [X_0; ..; X_{K-1}] with inner dimension K*C_in;
 //   mix-first (C_out < C_in): Z = W x_n (one GEMM), then y_n = sum_k Z_k A_k over C_out*T rows.
-// The small aggregation GEMMs scale with whichever channel count is smaller.
+// The skinny aggregation GEMMs scale with whichever channel count is smaller. (A hand-vectorised
+// aggregation kernel and batching several samples per ATen call were tried; neither beat this.)
 // Samples are split into fixed contiguous chunks, one per thread, each with its own gradient
 // accumulators, so results do not depend on scheduling.
 #include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
 #include <array>
+#include <vector>
 
+#include "blas_cpu.h"
 #include "graph_conv.h"
-
-// The kernels call ATen ops on tensors that may require grad; autograd is the caller's business
-// (registered in Python), so every thread runs below it.
-#define SKELFAST_BELOW_AUTOGRAD at::AutoDispatchBelowADInplaceOrView below_autograd_guard
 
 namespace skelfast {
 namespace {
 
 using at::Tensor;
-
-// out = a @ b, written into a (view of a) preallocated buffer.
-void mm_into(Tensor out, const Tensor& a, const Tensor& b) { at::mm_out(out, a, b); }
+using cpu::gemm;
 
 bool aggregate_first(int64_t c_in, int64_t c_out) { return c_in <= c_out; }
-
-// The graph aggregation with the (V x V) joint matrices B_k. BLAS runs these skinny products
-// (rows x 25 x 25) at about the rate of the channel mix here; a hand-vectorised kernel that kept
-// all K*V outputs of a few rows in registers measured no faster, so BLAS it is.
-
-// dst[k] = src @ B[k] for every k. src (R, V), dst (K, R, V).
-void rows_times_each(const Tensor& src, const Tensor& B, const Tensor& dst) {
-  for (int64_t k = 0; k < B.size(0); ++k) mm_into(dst[k], src, B[k]);
-}
-
-// dst = sum_k src[k] @ B[k]. src (K, R, V), dst (R, V).
-void sum_rows_times(const Tensor& src, const Tensor& B, const Tensor& dst) {
-  mm_into(dst, src[0], B[0]);
-  for (int64_t k = 1; k < B.size(0); ++k) dst.addmm_(src[k], B[k]);
-}
 
 void check_cpu(const Tensor& x) {
   TORCH_CHECK(x.device().is_cpu(), "graph_conv (cpp CPU kernel): x must be a CPU tensor, got ", x.device());
@@ -64,36 +47,114 @@ int64_t for_each_chunk(int64_t n, const Fn& fn) {
   return chunks;
 }
 
+// The shapes of one call, and the weights rearranged for the aggregate-first order:
+// Wp[o, k*C + c] = W[k*O + o, c], so the channel mix over all subsets is one GEMM.
+struct Problem {
+  int64_t N, C, T, V, K, O;
+  bool agg;
+  Tensor Wp;
+  Problem(const Tensor& x, const Tensor& weight, const Tensor& A)
+      : N(x.size(0)), C(x.size(1)), T(x.size(2)), V(x.size(3)), K(A.size(0)), O(weight.size(0) / A.size(0)) {
+    agg = aggregate_first(C, O);
+    Wp = agg ? weight.view({K, O, C}).permute({1, 0, 2}).reshape({O, K * C}).contiguous() : weight;
+  }
+  int64_t rows() const { return (agg ? C : O) * T; }  // rows of each subset's buffer
+};
+
+template <typename scalar_t>
+void forward_kernel(const Problem& p, const scalar_t* x, const scalar_t* W, const scalar_t* Wp, const scalar_t* A,
+                    const scalar_t* bias_table, scalar_t* y) {
+  const int64_t C = p.C, T = p.T, V = p.V, K = p.K, O = p.O, TV = T * V, R = p.rows();
+  for_each_chunk(p.N, [&](int64_t, int64_t begin, int64_t end) {
+    std::vector<scalar_t> buf(K * R * V);
+    for (int64_t n = begin; n < end; ++n) {
+      const scalar_t* xn = x + n * C * TV;
+      scalar_t* yn = y + n * O * TV;
+      if (p.agg) {
+        for (int64_t k = 0; k < K; ++k) gemm(false, false, R, V, V, xn, V, A + k * V * V, V, &buf[k * R * V], V, false);
+        gemm(false, false, O, TV, K * C, Wp, K * C, buf.data(), TV, yn, TV, false);
+      } else {
+        gemm(false, false, K * O, TV, C, W, C, xn, TV, buf.data(), TV, false);
+        for (int64_t k = 0; k < K; ++k) gemm(false, false, R, V, V, &buf[k * R * V], V, A + k * V * V, V, yn, V, k > 0);
+      }
+      if (bias_table != nullptr) {
+        for (int64_t o = 0; o < O; ++o)
+          for (int64_t t = 0; t < T; ++t)
+            for (int64_t v = 0; v < V; ++v) yn[(o * T + t) * V + v] += bias_table[o * V + v];
+      }
+    }
+  });
+}
+
+template <typename scalar_t>
+void backward_kernel(const Problem& p, const scalar_t* g, const scalar_t* x, const scalar_t* W, const scalar_t* Wp,
+                     const scalar_t* A, std::array<bool, 4> need, bool need_gsum, scalar_t* dx, scalar_t* dW_acc,
+                     scalar_t* dA_acc, scalar_t* gsum_acc) {
+  const int64_t C = p.C, T = p.T, V = p.V, K = p.K, O = p.O, TV = T * V, R = p.rows();
+  const bool need_x = need[0], need_w = need[1], need_A = need[3];
+  const int64_t dW_size = K * O * C;
+  for_each_chunk(p.N, [&](int64_t c, int64_t begin, int64_t end) {
+    std::vector<scalar_t> buf(K * R * V);   // X_k (agg) or Z_k (mix), recomputed
+    std::vector<scalar_t> dbuf(K * R * V);  // dX_k (agg) or P_k = g A_k^T (mix)
+    scalar_t* dW = need_w ? dW_acc + c * dW_size : nullptr;
+    scalar_t* dA = need_A ? dA_acc + c * K * V * V : nullptr;
+    scalar_t* gsum = need_gsum ? gsum_acc + c * O * V : nullptr;
+    for (int64_t n = begin; n < end; ++n) {
+      const scalar_t* gn = g + n * O * TV;
+      const scalar_t* xn = x + n * C * TV;
+      if (p.agg) {
+        if (need_w) {
+          for (int64_t k = 0; k < K; ++k) gemm(false, false, R, V, V, xn, V, A + k * V * V, V, &buf[k * R * V], V, false);
+          gemm(false, true, O, K * C, TV, gn, TV, buf.data(), TV, dW, K * C, true);  // dWp += g X^T
+        }
+        if (need_x || need_A) {
+          gemm(true, false, K * C, TV, O, Wp, K * C, gn, TV, dbuf.data(), TV, false);  // dX = Wp^T g
+          for (int64_t k = 0; k < K; ++k) {
+            const scalar_t* dXk = &dbuf[k * R * V];
+            if (need_x) gemm(false, true, R, V, V, dXk, V, A + k * V * V, V, dx + n * C * TV, V, k > 0);
+            if (need_A) gemm(true, false, V, V, R, xn, V, dXk, V, dA + k * V * V, V, true);
+          }
+        }
+      } else {
+        if (need_x || need_w) {
+          for (int64_t k = 0; k < K; ++k) gemm(false, true, R, V, V, gn, V, A + k * V * V, V, &dbuf[k * R * V], V, false);
+          if (need_w) gemm(false, true, K * O, C, TV, dbuf.data(), TV, xn, TV, dW, C, true);  // dW += P x^T
+          if (need_x) gemm(true, false, C, TV, K * O, W, C, dbuf.data(), TV, dx + n * C * TV, TV, false);
+        }
+        if (need_A) {
+          gemm(false, false, K * O, TV, C, W, C, xn, TV, buf.data(), TV, false);  // Z = W x
+          for (int64_t k = 0; k < K; ++k) gemm(true, false, V, V, R, &buf[k * R * V], V, gn, V, dA + k * V * V, V, true);
+        }
+      }
+      if (gsum != nullptr) {
+        for (int64_t o = 0; o < O; ++o)
+          for (int64_t t = 0; t < T; ++t)
+            for (int64_t v = 0; v < V; ++v) gsum[o * V + v] += gn[(o * T + t) * V + v];
+      }
+    }
+  });
+}
+
 Tensor graph_conv_cpu(const Tensor& x_in, const Tensor& weight_in, const std::optional<Tensor>& bias,
                       const Tensor& A_in) {
   check_graph_conv_inputs(x_in, weight_in, bias, A_in);
   check_cpu(x_in);
+  at::AutoDispatchBelowADInplaceOrView below_autograd;  // autograd is registered in Python
   const Tensor x = x_in.contiguous(), weight = weight_in.contiguous(), A = A_in.contiguous();
-  const int64_t N = x.size(0), C = x.size(1), T = x.size(2), V = x.size(3), K = A.size(0);
-  const int64_t O = weight.size(0) / K;
-  Tensor y = at::empty({N, O, T, V}, x.options());
+  const Problem p(x, weight, A);
+  Tensor y = at::empty({p.N, p.O, p.T, p.V}, x.options());
   if (y.numel() == 0) return y;
-  std::optional<Tensor> bias_table;
-  if (bias.has_value()) bias_table = graph_conv_bias_table(*bias, A, K, O).unsqueeze(1);  // (O, 1, V)
-
-  const bool agg = aggregate_first(C, O);
-  // Wp[o, k*C + c] = W[k*O + o, c]: the channel mix over all subsets becomes one GEMM.
-  const Tensor Wp = agg ? weight.view({K, O, C}).permute({1, 0, 2}).reshape({O, K * C}) : weight;
-  SKELFAST_BELOW_AUTOGRAD;
-  for_each_chunk(N, [&](int64_t, int64_t begin, int64_t end) {
-    SKELFAST_BELOW_AUTOGRAD;
-    Tensor buf = at::empty({K, (agg ? C : O) * T, V}, x.options());
-    for (int64_t n = begin; n < end; ++n) {
-      Tensor yn = y[n];
-      if (agg) {
-        rows_times_each(x[n].view({C * T, V}), A, buf);
-        mm_into(yn.view({O, T * V}), Wp, buf.view({K * C, T * V}));
-      } else {
-        mm_into(buf.view({K * O, T * V}), weight, x[n].view({C, T * V}));
-        sum_rows_times(buf, A, yn.view({O * T, V}));
-      }
-      if (bias_table) yn.add_(*bias_table);
-    }
+  if (p.C == 0) {  // no input channels: the output is the bias term alone
+    return bias.has_value() ? graph_conv_bias_table(*bias, A, p.K, p.O).unsqueeze(1).expand_as(y).contiguous()
+                            : y.zero_();
+  }
+  Tensor bias_table;
+  if (bias.has_value()) bias_table = graph_conv_bias_table(*bias, A, p.K, p.O).contiguous();  // (O, V)
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "graph_conv_cpu", [&] {
+    forward_kernel<scalar_t>(p, x.const_data_ptr<scalar_t>(), weight.const_data_ptr<scalar_t>(),
+                             p.Wp.const_data_ptr<scalar_t>(), A.const_data_ptr<scalar_t>(),
+                             bias.has_value() ? bias_table.const_data_ptr<scalar_t>() : nullptr,
+                             y.mutable_data_ptr<scalar_t>());
   });
   return y;
 }
@@ -104,70 +165,40 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> graph_conv_backward_cpu(const Tensor&
                                                                    const Tensor& A_in, std::array<bool, 4> mask) {
   check_graph_conv_inputs(x_in, weight_in, bias, A_in);
   check_cpu(x_in);
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
   const Tensor x = x_in.contiguous(), weight = weight_in.contiguous(), A = A_in.contiguous();
-  const int64_t N = x.size(0), C = x.size(1), T = x.size(2), V = x.size(3), K = A.size(0);
-  const int64_t O = weight.size(0) / K;
+  const Problem p(x, weight, A);
+  const int64_t N = p.N, C = p.C, T = p.T, V = p.V, K = p.K, O = p.O;
   TORCH_CHECK(grad_in.sizes() == at::IntArrayRef({N, O, T, V}), "graph_conv_backward: grad must be ",
               at::IntArrayRef({N, O, T, V}), ", got ", grad_in.sizes());
-  SKELFAST_BELOW_AUTOGRAD;
   const Tensor g = grad_in.contiguous().to(x.scalar_type());
   const auto opts = x.options();
   const bool need_x = mask[0], need_w = mask[1], need_b = mask[2] && bias.has_value(), need_A = mask[3];
   const bool need_gsum = need_b || (need_A && bias.has_value());
-  const bool agg = aggregate_first(C, O);
-  const Tensor Wp = agg ? weight.view({K, O, C}).permute({1, 0, 2}).reshape({O, K * C}) : weight;
 
-  Tensor dx = need_x ? at::empty_like(x) : at::empty({0}, opts);
-  const Tensor A_t = A.transpose(1, 2);
+  Tensor dx = need_x ? at::zeros_like(x) : at::empty({0}, opts);
   const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(N, at::get_num_threads()));
   // Per-chunk accumulators, summed in chunk order afterwards (deterministic).
-  Tensor dW_acc = need_w ? at::zeros({chunks, agg ? O : K * O, agg ? K * C : C}, opts) : Tensor();
-  Tensor dA_acc = need_A ? at::zeros({chunks, K, V, V}, opts) : Tensor();
-  Tensor gsum_acc = need_gsum ? at::zeros({chunks, O, V}, opts) : Tensor();
+  Tensor dW_acc = at::zeros({need_w ? chunks : 0, p.agg ? O : K * O, p.agg ? K * C : C}, opts);
+  Tensor dA_acc = at::zeros({need_A ? chunks : 0, K, V, V}, opts);
+  Tensor gsum_acc = at::zeros({need_gsum ? chunks : 0, O, V}, opts);
 
-  if (N > 0 && T > 0 && (need_x || need_w || need_A || need_gsum)) {
-    for_each_chunk(N, [&](int64_t c, int64_t begin, int64_t end) {
-      SKELFAST_BELOW_AUTOGRAD;
-      Tensor buf = at::empty({K, (agg ? C : O) * T, V}, opts);   // X_k (agg) or Z_k (mix), recomputed
-      Tensor dbuf = at::empty({K, (agg ? C : O) * T, V}, opts);  // dX_k (agg) or P_k = g A_k^T (mix)
-      for (int64_t n = begin; n < end; ++n) {
-        if (agg) {
-          const Tensor gn = g[n].view({O, T * V});
-          const Tensor xm = x[n].view({C * T, V});
-          if (need_w) {
-            rows_times_each(xm, A, buf);
-            dW_acc[c].addmm_(gn, buf.view({K * C, T * V}).t());
-          }
-          if (need_x || need_A) {
-            mm_into(dbuf.view({K * C, T * V}), Wp.t(), gn);
-            if (need_x) sum_rows_times(dbuf, A_t, dx[n].view({C * T, V}));
-            if (need_A) {
-              for (int64_t k = 0; k < K; ++k) dA_acc[c][k].addmm_(xm.t(), dbuf[k]);
-            }
-          }
-        } else {
-          const Tensor gm = g[n].view({O * T, V});
-          const Tensor xm = x[n].view({C, T * V});
-          if (need_x || need_w) {
-            rows_times_each(gm, A_t, dbuf);
-            const Tensor pm = dbuf.view({K * O, T * V});
-            if (need_w) dW_acc[c].addmm_(pm, xm.t());
-            if (need_x) mm_into(dx[n].view({C, T * V}), weight.t(), pm);
-          }
-          if (need_A) {
-            mm_into(buf.view({K * O, T * V}), weight, xm);
-            for (int64_t k = 0; k < K; ++k) dA_acc[c][k].addmm_(buf[k].t(), gm);
-          }
-        }
-        if (need_gsum) gsum_acc[c].add_(g[n].sum(1));
-      }
+  if (N > 0 && T > 0 && C > 0 && (need_x || need_w || need_A || need_gsum)) {
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "graph_conv_backward_cpu", [&] {
+      backward_kernel<scalar_t>(p, g.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
+                                weight.const_data_ptr<scalar_t>(), p.Wp.const_data_ptr<scalar_t>(),
+                                A.const_data_ptr<scalar_t>(), mask, need_gsum,
+                                need_x ? dx.mutable_data_ptr<scalar_t>() : nullptr, dW_acc.mutable_data_ptr<scalar_t>(),
+                                dA_acc.mutable_data_ptr<scalar_t>(), gsum_acc.mutable_data_ptr<scalar_t>());
     });
+  } else if (need_gsum && N > 0 && T > 0) {
+    gsum_acc[0].copy_(g.sum({0, 2}));  // C == 0: only the bias terms carry gradient
   }
 
   Tensor dW = at::empty({0}, opts), db = at::empty({0}, opts), dA = at::empty({0}, opts);
   if (need_w) {
     dW = dW_acc.sum(0);
-    if (agg) dW = dW.view({O, K, C}).permute({1, 0, 2}).reshape({K * O, C}).contiguous();
+    if (p.agg) dW = dW.view({O, K, C}).permute({1, 0, 2}).reshape({K * O, C}).contiguous();
   }
   const Tensor gsum = need_gsum ? gsum_acc.sum(0) : Tensor();  // (O, V): grad summed over n and t
   if (need_b) db = at::matmul(A.sum(1), gsum.t()).reshape({K * O}).contiguous();
