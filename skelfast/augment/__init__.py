@@ -10,6 +10,7 @@ from skelfast.augment.recipes import (
     HiCLR,
     HiCo,
     NoAugmentation,
+    RandomAffine,
 )
 
 __all__ = [
@@ -22,4 +23,5 @@ __all__ = [
     "HiCLR",
     "HiCo",
     "NoAugmentation",
+    "RandomAffine",
 ]

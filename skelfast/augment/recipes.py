@@ -53,6 +53,26 @@ def hiclr_rotations(
     return out
 
 
+def uniform_axis_rotations(n: int, g: torch.Generator, max_angle_deg: float = 180.0) -> torch.Tensor:
+    """(n, 3, 3) float64 rotations about axes uniform on the sphere, angles U(-max, max) degrees
+    (Rodrigues' formula), for the general spatial recipe; HiCLR's scheme is ``hiclr_rotations``."""
+    axis = torch.nn.functional.normalize(torch.randn((n, 3), generator=g, dtype=torch.float64), dim=1)
+    angle = torch.deg2rad(_uniform((n,), -max_angle_deg, max_angle_deg, g))
+    k = torch.zeros(n, 3, 3, dtype=torch.float64)  # cross-product matrices [axis]_x
+    k[:, 0, 1], k[:, 0, 2], k[:, 1, 2] = -axis[:, 2], axis[:, 1], -axis[:, 0]
+    k = k - k.transpose(1, 2)
+    s, c = torch.sin(angle)[:, None, None], torch.cos(angle)[:, None, None]
+    return torch.eye(3, dtype=torch.float64) + s * k + (1 - c) * (k @ k)
+
+
+def scale_matrices(
+    n: int, g: torch.Generator, low: float, high: float, isotropic: bool = True
+) -> torch.Tensor:
+    """(n, 3, 3) float64 diagonal scalings, factors U(low, high): one per sample, or one per axis."""
+    factors = _uniform((n, 1 if isotropic else 3), low, high, g).expand(n, 3)
+    return torch.diag_embed(factors)
+
+
 def crop_resize_window(
     valid: torch.Tensor, ratio: tuple[float, float], min_length: int, g: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -197,6 +217,29 @@ class NoAugmentation:
 
 CRRL = NoAugmentation
 
+
+@dataclass(frozen=True)
+class RandomAffine:
+    """A general spatial recipe (none of the four methods uses it): per sample, scaling by
+    U(``scale``) (isotropic or per axis), then a rotation about a uniformly random axis by
+    U(-``max_angle_deg``, ``max_angle_deg``); frames resized onto ``t_out`` (default: unchanged,
+    which needs equal lengths). Applied as p' = R @ S @ p."""
+
+    max_angle_deg: float = 30.0
+    scale: tuple[float, float] = (0.9, 1.1)
+    isotropic: bool = True
+    t_out: int | None = None
+    stream: str = "joint"
+
+    def sample(self, valid: torch.Tensor, num_joints: int, generator: torch.Generator) -> AugmentParams:
+        """Draw the parameters of a batch: valid (N,) frame counts -> AugmentParams."""
+        n, g = int(valid.shape[0]), generator
+        p = AugmentParams.identity(valid.cpu(), num_joints, self.t_out, self.stream)
+        scaling = scale_matrices(n, g, self.scale[0], self.scale[1], self.isotropic)
+        rotation = uniform_axis_rotations(n, g, self.max_angle_deg)
+        return p.replace(matrix=(rotation @ scaling).float())
+
+
 RECIPES = {
     "hico": HiCo(),
     "isc": ISC(),
@@ -204,4 +247,5 @@ RECIPES = {
     "hiclr-strong": HiCLR(strong=True),
     "hiclr-strong-mask": HiCLR(strong=True, mask=True),
     "crrl": NoAugmentation(),
+    "affine": RandomAffine(),
 }

@@ -125,3 +125,40 @@ def test_hiclr_rejects_ragged_lengths_and_crrl_is_identity():
     valid = torch.tensor([40, 40])
     p = dataclasses.replace(CRRL(), t_out=None).sample(valid, 25, torch.Generator())
     assert torch.equal(skelfast.ops.augment(x, valid, p), x)
+
+
+def test_uniform_axis_rotations_are_rotations_with_uniform_axes():
+    from skelfast.augment.recipes import uniform_axis_rotations
+
+    g = torch.Generator().manual_seed(3)
+    r = uniform_axis_rotations(4000, g, max_angle_deg=90.0)
+    eye = torch.eye(3, dtype=torch.float64).expand_as(r)
+    torch.testing.assert_close(r @ r.transpose(1, 2), eye)  # orthogonal
+    torch.testing.assert_close(torch.linalg.det(r), torch.ones(4000, dtype=torch.float64))  # proper
+    # angle from the trace: |angle| <= 90 deg, and U(-90, 90) makes |angle| ~ U(0, 90): mean 45 deg
+    angle = torch.rad2deg(torch.arccos(((r.diagonal(dim1=1, dim2=2).sum(1) - 1) / 2).clamp(-1, 1)))
+    assert float(angle.max()) <= 90.0 + 1e-6
+    assert abs(float(angle.mean()) - 45.0) < 2.0  # std of the mean: 26/sqrt(4000) = 0.4 deg
+    # axes uniform on the sphere: each coordinate of the axis has mean 0 and mean square 1/3
+    axis = torch.stack([r[:, 2, 1] - r[:, 1, 2], r[:, 0, 2] - r[:, 2, 0], r[:, 1, 0] - r[:, 0, 1]], 1)
+    axis = torch.nn.functional.normalize(axis, dim=1)
+    assert float(axis.square().mean(0).sub(1 / 3).abs().max()) < 0.03  # std ~0.3/sqrt(4000) = 0.005
+
+
+def test_random_affine_scales_then_rotates_and_replays():
+    from skelfast.augment import RandomAffine
+    from skelfast.ops import augment
+
+    valid = torch.full((64,), 20)
+    recipe = RandomAffine(max_angle_deg=0.0, scale=(0.5, 2.0))
+    params = recipe.sample(valid, 25, torch.Generator().manual_seed(1))
+    diag = params.matrix.diagonal(dim1=1, dim2=2)
+    assert torch.equal(diag[:, 0], diag[:, 1]) and torch.equal(diag[:, 1], diag[:, 2])  # isotropic
+    assert float(diag.min()) >= 0.5 and float(diag.max()) <= 2.0
+    x = torch.randn(64, 3, 20, 25, 2)
+    out = augment(x, valid, params)
+    torch.testing.assert_close(out, x * diag[:, 0].view(64, 1, 1, 1, 1))  # pure scaling, no rotation
+    per_axis = RandomAffine(scale=(0.5, 2.0), isotropic=False).sample(
+        valid, 25, torch.Generator().manual_seed(1)
+    )
+    assert torch.equal(augment(x, valid, per_axis), augment(x, valid, per_axis))
