@@ -11,6 +11,7 @@ from skelfast.augment.recipes import (
     HiCo,
     NoAugmentation,
     RandomAffine,
+    RecipeAugment,
 )
 
 __all__ = [
@@ -24,4 +25,5 @@ __all__ = [
     "HiCo",
     "NoAugmentation",
     "RandomAffine",
+    "RecipeAugment",
 ]

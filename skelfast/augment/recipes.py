@@ -249,3 +249,18 @@ RECIPES = {
     "crrl": NoAugmentation(),
     "affine": RandomAffine(),
 }
+
+
+class RecipeAugment:
+    """A recipe as the batch transform of ``SkeletonLoader`` (``augment(x, lengths, generator)``):
+    draws the batch's parameters from the (CPU) generator and applies ``skelfast.ops.augment`` on
+    x's device, with ``fill`` for recipes that mask joints."""
+
+    def __init__(self, recipe: object, fill: torch.Tensor | None = None) -> None:
+        self.recipe, self.fill = recipe, fill
+
+    def __call__(self, x: torch.Tensor, lengths: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        from skelfast.ops import augment
+
+        params = self.recipe.sample(lengths.cpu(), x.shape[3], generator).to(x.device)
+        return augment(x, lengths, params, fill=self.fill)

@@ -56,3 +56,20 @@ def test_cli_synthetic_then_dataset(tmp_path, capsys):
     tr = datasets.SkeletonDataset.from_split(tmp_path / "xsub", "train")
     va = datasets.SkeletonDataset.from_split(tmp_path / "xview", "val")
     assert tr[0][0].shape == (3, 300, 25, 2) and len(va) > 0
+
+
+def test_loader_with_a_method_recipe_runs_the_fused_augmentation(tmp_path):
+    """SkeletonLoader + RecipeAugment(HiCo) gives exactly ops.augment with the batch's seeded draws."""
+    from skelfast.augment import HiCo, RecipeAugment
+    from skelfast.ops import augment
+
+    _split(tmp_path)
+    ds = datasets.SkeletonDataset.from_split(tmp_path, "train")
+    loader = datasets.SkeletonLoader(ds, batch_size=4, seed=1, augment=RecipeAugment(HiCo()))
+    loader.set_epoch(2)
+    for b, (x, lengths, _, idx) in enumerate(loader):
+        assert x.shape == (len(idx), 3, 64, 25, 2)
+        raw = torch.stack([ds[int(i)][0] for i in idx])
+        gen = torch.Generator().manual_seed(datasets._seed_of(1, 2, b, 0xA06))
+        expected = augment(raw, lengths, HiCo().sample(lengths, 25, gen))
+        assert torch.equal(x, expected)
