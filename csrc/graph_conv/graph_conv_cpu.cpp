@@ -4,9 +4,9 @@
 // computed sample by sample, so the only intermediate is one sample's (K, *, T, V) buffer per
 // thread (cache-sized) instead of the reference's (N, K, C_out, T, V) tensor, and every product
 // is a GEMM on raw pointers (blas_cpu.h). Two contraction orders, chosen from the channel counts:
-//   aggregate-first (C_in < C_out): X_k = x_n A_k (K skinny GEMMs over C_in*T rows), then one
+//   aggregate-first (C_in <= C_out): X_k = x_n A_k (K skinny GEMMs over C_in*T rows), then one
 //     GEMM y_n = [W_0 .. W_{K-1}] [X_0; ..; X_{K-1}] with inner dimension K*C_in;
-//   mix-first (C_out <= C_in): Z = W x_n (one GEMM), then y_n = sum_k Z_k A_k over C_out*T rows.
+//   mix-first (C_out < C_in): Z = W x_n (one GEMM), then y_n = sum_k Z_k A_k over C_out*T rows.
 // The skinny aggregation GEMMs scale with whichever channel count is smaller. (A hand-vectorised
 // aggregation kernel and batching several samples per ATen call were tried; neither beat this.)
 // Samples are split into fixed contiguous chunks, one per thread, each with its own gradient
@@ -29,9 +29,7 @@ namespace {
 using at::Tensor;
 using cpu::gemm;
 
-// Equal channel counts give both orders the same FLOPs; mix-first then wins because its backward
-// runs two skinny (rows x V x V) GEMMs per subset instead of three (measured at 16-64 channels).
-bool aggregate_first(int64_t c_in, int64_t c_out) { return c_in < c_out; }
+bool aggregate_first(int64_t c_in, int64_t c_out) { return c_in <= c_out; }
 
 void check_cpu(const Tensor& x) {
   TORCH_CHECK(x.device().is_cpu(), "graph_conv (cpp CPU kernel): x must be a CPU tensor, got ", x.device());
