@@ -31,4 +31,15 @@ inline at::Tensor graph_conv_bias_table(const at::Tensor& bias, const at::Tensor
   return at::matmul(bias.view({K, O}).t(), A.sum(1));  // (O, K) @ (K, V)
 }
 
+// The gradients that flow through that table, from gsum (O, V) = grad summed over n and t:
+// db[k*O + o] = sum_w gsum[o, w] colsum(A_k)[w], and dA[k, v, w] gains sum_o b_k[o] gsum[o, w].
+inline at::Tensor graph_conv_bias_grad(const at::Tensor& A, const at::Tensor& gsum, int64_t K, int64_t O) {
+  return at::matmul(A.sum(1), gsum.t()).reshape({K * O}).contiguous();
+}
+
+inline at::Tensor graph_conv_bias_adjacency_grad(const at::Tensor& bias, const at::Tensor& gsum, int64_t K,
+                                                 int64_t O) {
+  return at::matmul(bias.view({K, O}), gsum).unsqueeze(1);  // (K, 1, V), the same for every v
+}
+
 }  // namespace skelfast

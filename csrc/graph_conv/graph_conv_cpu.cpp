@@ -201,10 +201,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> graph_conv_backward_cpu(const Tensor&
     if (p.agg) dW = dW.view({O, K, C}).permute({1, 0, 2}).reshape({K * O, C}).contiguous();
   }
   const Tensor gsum = need_gsum ? gsum_acc.sum(0) : Tensor();  // (O, V): grad summed over n and t
-  if (need_b) db = at::matmul(A.sum(1), gsum.t()).reshape({K * O}).contiguous();
+  if (need_b) db = graph_conv_bias_grad(A, gsum, K, O);
   if (need_A) {
     dA = dA_acc.sum(0);
-    if (bias.has_value()) dA.add_(at::matmul(bias->view({K, O}), gsum).unsqueeze(1));
+    if (bias.has_value()) dA.add_(graph_conv_bias_adjacency_grad(*bias, gsum, K, O));
   }
   return {dx, dW, db, dA};
 }

@@ -200,7 +200,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> graph_conv_backward_cuda(const Tensor
     if (need_w) dW = at::matmul(dz, x.reshape({N, C, T * V}).transpose(1, 2)).sum(0);
   }
   const Tensor gsum = (need_b || (need_A && bias.has_value())) ? g.sum({0, 2}) : Tensor();  // (O, V)
-  if (need_b) db = at::matmul(A.sum(1), gsum.t()).reshape({K * O}).contiguous();
+  if (need_b) db = graph_conv_bias_grad(A, gsum, K, O);
   if (need_A) {
     Tensor dA_acc = at::zeros({K, V, V}, opts.dtype(at::toOpMathType(x.scalar_type())));
     const int64_t rows = N * O * T;
@@ -216,7 +216,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> graph_conv_backward_cuda(const Tensor
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
     }
-    if (bias.has_value()) dA_acc.add_(at::matmul(bias->view({K, O}), gsum).unsqueeze(1).to(dA_acc.scalar_type()));
+    if (bias.has_value()) {
+      dA_acc.add_(graph_conv_bias_adjacency_grad(*bias, gsum, K, O).to(dA_acc.scalar_type()));
+    }
     dA = dA_acc.to(x.scalar_type());
   }
   return {dx, dW, db, dA};
