@@ -32,6 +32,17 @@ WORK_FIELDS = 5  # row_start, row_end, k_start, k_end, slot
 
 
 @triton.jit
+def _work_item(work_ptr, w):
+    """Entry w of the work table: query rows [row0, row1), queue rows [k0, k1), partial slot."""
+    row0 = tl.load(work_ptr + w * 5 + 0)
+    row1 = tl.load(work_ptr + w * 5 + 1)
+    k0 = tl.load(work_ptr + w * 5 + 2)
+    k1 = tl.load(work_ptr + w * 5 + 3)
+    slot = tl.load(work_ptr + w * 5 + 4).to(tl.int64)
+    return row0, row1, k0, k1, slot
+
+
+@triton.jit
 def _queue_stats_fwd_kernel(
     q_ptr,
     bank_ptr,
@@ -52,11 +63,7 @@ def _queue_stats_fwd_kernel(
     BD: tl.constexpr,
 ):
     w = tl.program_id(0)
-    row0 = tl.load(work_ptr + w * 5 + 0)
-    row1 = tl.load(work_ptr + w * 5 + 1)
-    k0 = tl.load(work_ptr + w * 5 + 2)
-    k1 = tl.load(work_ptr + w * 5 + 3)
-    slot = tl.load(work_ptr + w * 5 + 4).to(tl.int64)
+    row0, row1, k0, k1, slot = _work_item(work_ptr, w)
 
     rows = row0 + tl.arange(0, BB)
     rmask = rows < row1
@@ -128,11 +135,7 @@ def _queue_stats_bwd_kernel(
 ):
     """Partial ``sum_j p_ij (k_j . g_i) k_j`` over one queue chunk, with p from the final lse."""
     w = tl.program_id(0)
-    row0 = tl.load(work_ptr + w * 5 + 0)
-    row1 = tl.load(work_ptr + w * 5 + 1)
-    k0 = tl.load(work_ptr + w * 5 + 2)
-    k1 = tl.load(work_ptr + w * 5 + 3)
-    slot = tl.load(work_ptr + w * 5 + 4).to(tl.int64)
+    row0, row1, k0, k1, slot = _work_item(work_ptr, w)
 
     rows = row0 + tl.arange(0, BB)
     rmask = rows < row1

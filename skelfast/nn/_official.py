@@ -37,6 +37,14 @@ class OfficialEncoder(nn.Module):
         return load_official(self, state_dict, prefix, self.official_key, strict)
 
 
+def residual_kind(residual: bool, in_channels: int, out_channels: int, stride: int) -> str:
+    """The residual rule of ST-GCN and 2s-AGCN units: none when disabled (the first unit),
+    identity when shapes match, else a strided 1x1 convolution with BatchNorm."""
+    if not residual:
+        return "none"
+    return "identity" if in_channels == out_channels and stride == 1 else "conv"
+
+
 def init_normal_002(module: nn.Module) -> None:
     """AimCLR/HiCLR ``weights_init`` (``PT_Processor``, applied with ``model.apply``): Conv1d, Conv2d
     and Linear weights ~ N(0, 0.02) with zero bias; BatchNorm weights ~ N(1, 0.02) with zero bias."""

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from skelfast.nn._official import OfficialEncoder
+from skelfast.nn._official import OfficialEncoder, residual_kind
 from skelfast.nn.graph import agcn_graph
 
 
@@ -113,12 +113,8 @@ class TCNGCNUnit(nn.Module):
         super().__init__()
         self.gcn1 = UnitGCN(in_channels, out_channels, A)
         self.tcn1 = UnitTCN(out_channels, out_channels, stride=stride)
-        if not residual:
-            self.residual_kind = "none"
-        elif in_channels == out_channels and stride == 1:
-            self.residual_kind = "identity"
-        else:
-            self.residual_kind = "conv"
+        self.residual_kind = residual_kind(residual, in_channels, out_channels, stride)
+        if self.residual_kind == "conv":
             self.residual = UnitTCN(in_channels, out_channels, kernel_size=1, stride=stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from skelfast.nn._official import OfficialEncoder, init_normal_002
+from skelfast.nn._official import OfficialEncoder, init_normal_002, residual_kind
 from skelfast.nn.graph import stgcn_graph
 from skelfast.nn.graph_conv import GraphConv
 
@@ -45,12 +45,8 @@ class STGCNBlock(nn.Module):
             nn.BatchNorm2d(out_channels),
             nn.Dropout(dropout),
         )
-        if not residual:
-            self.residual_kind = "none"
-        elif in_channels == out_channels and stride == 1:
-            self.residual_kind = "identity"
-        else:
-            self.residual_kind = "conv"
+        self.residual_kind = residual_kind(residual, in_channels, out_channels, stride)
+        if self.residual_kind == "conv":
             self.residual = nn.Sequential(
                 nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=(stride, 1)),
                 nn.BatchNorm2d(out_channels),
