@@ -49,7 +49,8 @@ setup(
     # kernels/ (Triton only) ships as the subpackage skelfast.kernels; the editable install maps it.
     packages=find_packages(include=["skelfast", "skelfast.*"]) + ["skelfast.kernels"],
     package_dir={"skelfast.kernels": "kernels"},
+    package_data={"skelfast.configs": ["*.toml"]},
     ext_modules=[extension],
     cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
-    options={"bdist_wheel": {"py_limited_api": "cp310"}},
+    options={"bdist_wheel": {"py_limited_api": "cp311"}},
 )
