@@ -17,7 +17,7 @@ import os
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks.common import compiled, sgemm_gflops, time_fn, write_results
+from benchmarks.common import bench_device, compiled, sgemm_gflops, time_fn, write_results
 from skelfast import use_backend
 from skelfast.nn.agcn import AGCN
 from skelfast.nn.stgcn import stgcn_hiclr, stgcn_standard
@@ -54,8 +54,8 @@ def run_case(
 ) -> dict[str, object]:
     _, _, default_batch, frames = CASES[name]
     batch = batch or default_batch
-    model, official = _pair(name)
-    x = torch.randn(batch, 3, frames, 25, 2)
+    model, official = (m.to(bench_device()) for m in _pair(name))
+    x = torch.randn(batch, 3, frames, 25, 2, device=bench_device())
 
     def skelfast_step() -> None:
         with use_backend("graph_conv=cpp"):

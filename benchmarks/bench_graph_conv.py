@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from benchmarks.common import compiled, peak_extra_memory, sgemm_gflops, time_fn, write_results
+from benchmarks.common import bench_device, compiled, peak_extra_memory, sgemm_gflops, time_fn, write_results
 from skelfast import reference, use_backend
 from skelfast.nn import stgcn_graph
 from skelfast.ops import graph_conv
@@ -30,7 +30,7 @@ def make_inputs(n: int, c_in: int, c_out: int, t: int) -> list[torch.Tensor]:
     weight = torch.randn(K * c_out, c_in) / c_in**0.5
     bias = torch.randn(K * c_out)
     A = stgcn_graph().clone()
-    return [p.requires_grad_() for p in (x, weight, bias, A)]
+    return [p.to(bench_device()).requires_grad_() for p in (x, weight, bias, A)]
 
 
 def flops_forward(n: int, c_in: int, c_out: int, t: int) -> int:
@@ -45,7 +45,7 @@ def _fwd_bwd(fn, inputs, grad):
 
 def run_case(n: int, c_in: int, c_out: int, t: int) -> dict[str, object]:
     inputs = make_inputs(n, c_in, c_out, t)
-    grad = torch.randn(n, c_out, t, V)
+    grad = torch.randn(n, c_out, t, V, device=bench_device())
 
     def skelfast_op(*args):
         with use_backend("graph_conv=cpp"):

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import compiled, peak_extra_memory, sgemm_gflops, time_fn, write_results
+from benchmarks.common import bench_device, compiled, peak_extra_memory, sgemm_gflops, time_fn, write_results
 from skelfast import reference
 from skelfast.ops import hiclr_loss, info_nce
 from skelfast.queue import MemoryQueue
@@ -23,7 +23,7 @@ D = 128
 
 
 def unit(*shape: int, grad: bool = False) -> torch.Tensor:
-    return F.normalize(torch.randn(*shape), dim=-1).requires_grad_(grad)
+    return F.normalize(torch.randn(*shape, device=bench_device()), dim=-1).requires_grad_(grad)
 
 
 def hiclr_case(
@@ -44,7 +44,7 @@ def hiclr_case(
 
 def hico_case(b: int, k: int, g: int = 4) -> tuple[str, Callable, Callable, list[torch.Tensor], int]:
     # the five queues live in one bank, as skelfast.queue.MemoryQueue keeps them: no copy per step
-    bank = MemoryQueue([g * k, g * k, k, k, k], D)
+    bank = MemoryQueue([g * k, g * k, k, k, k], D).to(bench_device())
     queues = [bank.level(lvl) for lvl in range(5)]
     queries = [unit(b, D, grad=True) for _ in range(5)]
     positives = [unit(b, g, D), unit(b, g, D), unit(b, D), unit(b, D), unit(b, D)]

@@ -22,6 +22,18 @@ import torch
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
+def bench_device() -> torch.device:
+    """Where the benchmarks run: ``SKELFAST_BENCH_DEVICE`` (``skelfast bench --device``), default cpu."""
+    device = torch.device(os.environ.get("SKELFAST_BENCH_DEVICE", "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("SKELFAST_BENCH_DEVICE=cuda but torch sees no CUDA device")
+    return device
+
+
+def on_cuda() -> bool:
+    return bench_device().type == "cuda"
+
+
 @dataclass(frozen=True)
 class Timing:
     """Wall time of one call in milliseconds: median and the 20th/80th percentiles."""
@@ -39,18 +51,32 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
+def _cuda_ms(fn: Callable[[], object]) -> float:
+    """One call timed with CUDA events (device time between the two records)."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    fn()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end)
+
+
+def _wall_ms(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) * 1e3
+
+
 def time_fn(fn: Callable[[], object], repeats: int = 10, warmup: int = 2, min_time_s: float = 0.0) -> Timing:
-    """Median and spread of ``fn()``'s wall time (CUDA synchronised when a GPU is present)."""
+    """Median and spread of one call of ``fn()``: wall time on the CPU, CUDA events on a GPU."""
     for _ in range(warmup):
         fn()
     _sync()
+    one = _cuda_ms if on_cuda() else _wall_ms
     samples: list[float] = []
     start = time.perf_counter()
     while len(samples) < repeats or (time.perf_counter() - start) < min_time_s:
-        t0 = time.perf_counter()
-        fn()
-        _sync()
-        samples.append((time.perf_counter() - t0) * 1e3)
+        samples.append(one(fn))
     q = statistics.quantiles(samples, n=5) if len(samples) >= 2 else [samples[0]] * 4
     return Timing(statistics.median(samples), q[0], q[3])
 
@@ -59,7 +85,7 @@ def peak_extra_memory(fn: Callable[[], object]) -> int:
     """Peak bytes allocated by ``fn()`` above what was allocated before it (tensors kept alive by
     its result included). On the CPU this replays torch.profiler's allocation events; on CUDA it
     reads ``max_memory_allocated``."""
-    if torch.cuda.is_available():
+    if on_cuda():
         torch.cuda.synchronize()
         base = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
@@ -84,8 +110,11 @@ def peak_extra_memory(fn: Callable[[], object]) -> int:
 
 @functools.cache
 def sgemm_gflops(n: int = 2048) -> float:
-    """This machine's float32 matrix-multiply rate (GFLOP/s) with torch's BLAS, all threads."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    """The bench device's float32 matrix-multiply rate (GFLOP/s): torch's BLAS on all CPU threads,
+    cuBLAS on a GPU (TF32 off, as torch's default for fp32 matmul)."""
+    if on_cuda():
+        n = max(n, 8192)
+    a, b = torch.randn(n, n, device=bench_device()), torch.randn(n, n, device=bench_device())
     t = time_fn(lambda: a @ b, repeats=5, warmup=2)
     return 2 * n**3 / (t.median_ms * 1e-3) / 1e9
 
@@ -93,7 +122,7 @@ def sgemm_gflops(n: int = 2048) -> float:
 @functools.cache
 def copy_gbps(nbytes: int = 256 * 2**20) -> float:
     """This machine's memory copy bandwidth (GB/s: bytes read + bytes written per second)."""
-    src = torch.empty(nbytes // 4, dtype=torch.float32).uniform_()
+    src = torch.empty(nbytes // 4, dtype=torch.float32, device=bench_device()).uniform_()
     dst = torch.empty_like(src)
     t = time_fn(lambda: dst.copy_(src), repeats=10, warmup=2)
     return 2 * nbytes / (t.median_ms * 1e-3) / 1e9
@@ -106,10 +135,13 @@ def compiled(fn: Callable, **kwargs: object) -> Callable:
 
 def machine() -> dict[str, str]:
     """Who measured: machine, versions and date, stored with every result row."""
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu"
+    if on_cuda():
+        device = torch.cuda.get_device_name(bench_device())
+    else:
+        device = f"{platform.processor() or 'cpu'} ({torch.get_num_threads()} threads)"
     return {
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
-        "device": f"{device} ({torch.get_num_threads()} threads)",
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M"),
+        "device": device,
         "torch": torch.__version__,
     }
 

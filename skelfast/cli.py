@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # subcommand modules, in the order ``skelfast --help`` lists them
@@ -28,6 +29,13 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("demo", help="pretrain on built-in synthetic data and evaluate against random init")
     bench = sub.add_parser("bench", help="run the benchmarks in benchmarks/ and write the tables")
     bench.add_argument("--op", action="append", help="only these benchmarks, e.g. graph_conv (default: all)")
+    bench.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the benchmarks run")
+    bench.add_argument(
+        "--compile-report",
+        action="store_true",
+        help="compile every Triton kernel configuration for sm_80/sm_90 and print registers, spills, "
+        "shared memory and the performance model (no GPU needed); non-zero exit on spills",
+    )
     owners: dict[str, object] = {}
     for name in COMMAND_MODULES:
         try:
@@ -51,6 +59,16 @@ def main(argv: list[str] | None = None) -> int:
 
         return demo.main() or 0
     elif args.command == "bench":
+        if args.compile_report:
+            from skelfast import compile_report
+
+            return compile_report.main([])
+        if args.device == "cuda":
+            import torch
+
+            if not torch.cuda.is_available():
+                parser.error("--device cuda: torch sees no CUDA device (is this the CPU build of torch?)")
+        os.environ["SKELFAST_BENCH_DEVICE"] = args.device
         try:
             from benchmarks import run
         except ImportError:
