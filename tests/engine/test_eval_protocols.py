@@ -325,3 +325,38 @@ def test_cli_reports_bad_arguments(tmp_path, capsys):
     assert "--random-init" in capsys.readouterr().err
     assert main(["eval", "linear", "--run", str(tmp_path)]) == 2
     assert "checkpoint_last.pt" in capsys.readouterr().err
+
+
+def test_cli_loads_a_run_checkpoint(tmp_path, capsys):
+    """``eval retrieval --run RUN`` evaluates the checkpoint's weights: its mAP (a continuous number,
+    so a different model cannot match it by chance) equals the Python API's on the method the
+    checkpoint was saved from; ``--random-init`` beside it builds a fresh model of the same config."""
+    from skelfast.cli import main
+    from skelfast.data.datasets import SkeletonDataset
+    from skelfast.data.synthetic import write_synthetic
+    from skelfast.engine.checkpoint import FORMAT, LAST, save_checkpoint
+    from skelfast.methods import build_method
+
+    write_synthetic(tmp_path / "data", num_samples=40, num_classes=4, seed=0, benchmarks=("xsub",))
+    data = tmp_path / "data" / "xsub"
+    config = {"method": "crrl", "model": {"hidden_size": 8}, "eval": {"retrieval": {"query_chunk": 5}}}
+    torch.manual_seed(123)
+    method = build_method("crrl", config["model"])
+    run = tmp_path / "run"
+    state = {"format": FORMAT, "config": config, "method": method.state_dict(), "epoch": 2, "step": 7}
+    save_checkpoint({**state, "stage": "reconstruct"}, run / LAST)
+    train, test = SkeletonDataset.from_split(data, "train"), SkeletonDataset.from_split(data, "val")
+    expected = evaluate("retrieval", method.feature_encoder(), train, test, progress=False)["retrieval"]
+    assert (
+        main(["eval", "retrieval", "--run", str(run), "--data", str(data), "--device", "cpu", "--quiet"]) == 0
+    )
+    record = json.loads((run / "eval" / "retrieval.json").read_text())
+    assert record["metrics"]["mAP"] == pytest.approx(expected["metrics"]["mAP"], rel=1e-6)
+    assert record["encoder"]["checkpoint"] == str(run / LAST) and record["encoder"]["step"] == 7
+    assert record["settings"]["query_chunk"] == 5  # the checkpoint config's [eval.retrieval]
+    argv = ["eval", "retrieval", "--run", str(run), "--random-init", "--data", str(data), "--quiet"]
+    assert main(argv) == 0
+    baseline = json.loads((run / "eval" / "random-init" / "retrieval.json").read_text())
+    assert baseline["encoder"]["random_init"]
+    assert baseline["metrics"]["mAP"] != pytest.approx(record["metrics"]["mAP"], rel=1e-6)
+    capsys.readouterr()
