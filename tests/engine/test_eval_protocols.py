@@ -23,6 +23,7 @@ from skelfast.engine.evaluation import (
     retrieval_metrics,
 )
 from skelfast.engine.evaluation.common import summarise_history
+from skelfast.engine.evaluation.features import LabelledSubset
 from skelfast.engine.evaluation.retrieval import average_precisions
 from skelfast.methods.base import FeatureEncoder
 
@@ -56,9 +57,11 @@ class PooledJoints(FeatureEncoder):
         module = nn.Sequential(nn.Linear(3 * V, feature_dim), nn.BatchNorm1d(feature_dim), nn.ReLU())
         super().__init__(module, feature_dim, NoAugmentation(), train_recipe)
         self.modes: list[bool] = []
+        self.samples_seen = 0
 
     def features(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         self.modes.append(self.training)
+        self.samples_seen += x.shape[0]
         valid = (torch.arange(x.shape[2]) < lengths[:, None]).float()  # (N, T)
         pooled = (x * valid[:, None, :, None, None]).sum(2) / lengths[:, None, None, None]
         return self.module(pooled.mean(-1).flatten(1))
@@ -227,6 +230,20 @@ def test_linear_eval_cached_and_uncached_agree():
         assert a["accuracy"] == b["accuracy"]
         # same batches in the same order; only float summation order in the encoder may differ
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+
+
+def test_linear_eval_on_a_cycling_subset_encodes_each_sample_once():
+    train, test = ClusterSkeletons(5, 3, seed=0), ClusterSkeletons(2, 3, seed=1)
+    subset = LabelledSubset(train, np.array([0, 5, 10, 11]), length=len(train))  # HiCLR's 15-long epochs
+    encoder, runs = PooledJoints(), []
+    for cache in (True, False):
+        encoder.samples_seen = 0
+        settings = LinearSettings(epochs=2, batch_size=4, cache_features=cache)
+        runs.append(linear_eval(encoder, subset, test, settings, progress=False))
+        # cached: the 4 distinct clips and the 6 test clips once; not: 15 clips per epoch, the test per epoch
+        assert encoder.samples_seen == (4 + 6 if cache else 2 * (15 + 6))
+    for a, b in zip(runs[0].history, runs[1].history, strict=True):
+        assert a["accuracy"] == b["accuracy"] and a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
 
 
 def test_linear_eval_does_not_cache_a_random_train_transform():

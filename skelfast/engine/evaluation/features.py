@@ -62,20 +62,27 @@ class LabelledSubset(Dataset):
     def __getitem__(self, i: int) -> object:
         return self.dataset[int(self.indices[i % len(self.indices)])]
 
+    def one_pass(self) -> LabelledSubset:
+        """The same subset without cycling (each index once)."""
+        return LabelledSubset(self.dataset, self.indices)
+
 
 class FeatureDataset(Dataset):
     """Cached features as ``SkeletonDataset``-shaped items ``(feature (F,), 0, label, index)``, so
-    ``SkeletonLoader`` batches them in exactly the order it batches the skeletons they came from."""
+    ``SkeletonLoader`` batches them in exactly the order it batches the skeletons they came from.
+    With ``length`` > N it cycles like ``LabelledSubset`` (item i is feature i % N)."""
 
-    def __init__(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+    def __init__(self, features: torch.Tensor, labels: torch.Tensor, length: int | None = None) -> None:
         if features.shape[0] != labels.shape[0]:
             raise ValueError(f"{features.shape[0]} features but {labels.shape[0]} labels")
         self.features, self.labels = features.cpu(), labels.cpu()
+        self.length = features.shape[0] if length is None else int(length)
 
     def __len__(self) -> int:
-        return self.features.shape[0]
+        return self.length
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        i = i % self.features.shape[0]
         return self.features[i], torch.tensor(0), self.labels[i], torch.tensor(i)
 
 

@@ -35,6 +35,7 @@ from skelfast.engine.evaluation.common import (
 )
 from skelfast.engine.evaluation.features import (
     FeatureDataset,
+    LabelledSubset,
     batched_logits,
     encode_batch,
     extract_features,
@@ -117,10 +118,12 @@ def linear_eval(
     )
     test_cache = extract_features(encoder, test_set, desc="test features", **extract) if cache_test else None
     if cache_train:
+        # a cycling subset (HiCLR's semi-supervised epochs) is encoded once per distinct sample
+        distinct = train_set.one_pass() if isinstance(train_set, LabelledSubset) else train_set
         feats, labels = extract_features(
-            encoder, train_set, train_transform=True, desc="train features", **extract
+            encoder, distinct, train_transform=True, desc="train features", **extract
         )
-        train_data, augment = FeatureDataset(feats, labels), None
+        train_data, augment = FeatureDataset(feats, labels, length=len(train_set)), None
     else:
         train_data, augment = train_set, encoder.transform(True)
     loader = SkeletonLoader(
