@@ -21,6 +21,7 @@ import torch
 from skelfast import backends
 from skelfast.augment.params import STREAMS, AugmentParams
 from skelfast.ops._checks import check_floating, check_rank
+from skelfast.profiling import profiled
 from skelfast.reference.augment import augment as reference_augment
 from skelfast.reference.augment import bone_parents, source_positions
 
@@ -78,6 +79,7 @@ def _backend(x: torch.Tensor) -> str:
     return backends.choose(OP, checks, order=order)
 
 
+@profiled("skelfast.augment")
 def augment(
     x: torch.Tensor,
     valid: torch.Tensor,

@@ -12,6 +12,7 @@ import torch
 
 from skelfast import backends, reference
 from skelfast.ops._checks import check_floating, check_rank, check_same
+from skelfast.profiling import profiled
 
 OP = "graph_conv"
 CPP_DTYPES = (torch.float32, torch.float64)
@@ -53,6 +54,7 @@ def _backend(device: torch.device, dtype: torch.dtype) -> str:
     return backends.choose(OP, checks, order=("cpp", "reference"))
 
 
+@profiled("skelfast.graph_conv")
 def graph_conv(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, A: torch.Tensor
 ) -> torch.Tensor:

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from skelfast import backends
 from skelfast.ops._checks import check_floating
+from skelfast.profiling import profiled
 from skelfast.reference.info_nce import hiclr_loss as reference_hiclr_loss
 from skelfast.reference.info_nce import info_nce as reference_info_nce
 from skelfast.reference.info_nce import nearest_queue_entry, queue_logits
@@ -341,6 +342,7 @@ def _check_level(lvl: int, q: torch.Tensor, pos: torch.Tensor, d: int) -> None:
         raise ValueError(f"info_nce: level {lvl} queries have D={q.shape[1]} but level 0 has D={d}")
 
 
+@profiled("skelfast.info_nce")
 def info_nce(
     queries: torch.Tensor | Sequence[torch.Tensor],
     positives: torch.Tensor | Sequence[torch.Tensor],
@@ -478,6 +480,7 @@ class HiCLRLoss(NamedTuple):
     top1: torch.Tensor  # (3, N) nearest queue entry of q, q1, q2
 
 
+@profiled("skelfast.hiclr_loss")
 def hiclr_loss(
     q: torch.Tensor,
     q1: torch.Tensor,
