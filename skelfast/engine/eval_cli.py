@@ -28,7 +28,7 @@ PROTOCOL_HELP = {
     "linear": "linear classifier on the frozen encoder (the official headline number)",
     "knn": "k-nearest-neighbour classification on frozen features (1-NN cosine, weighted 20-NN)",
     "finetune": "fine-tune the whole network with labels",
-    "semi": "fine-tune on class-balanced 1%% / 10%% label subsets",
+    "semi": "fine-tune on class-balanced 1% / 10% label subsets",
     "retrieval": "action retrieval: test clips query the training set (top-1, mAP)",
 }
 
@@ -38,11 +38,13 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "eval",
         help="downstream evaluation of a pretrained encoder (linear, knn, finetune, semi, retrieval)",
-        description=__doc__.split("\n\n")[0],
+        description="Run a downstream protocol on a pretrained (or randomly initialised) encoder and "
+        "write its report to RUN/eval/<protocol>.json.",
     )
     protocols = parser.add_subparsers(dest="protocol", required=True, metavar="PROTOCOL")
     for name, text in PROTOCOL_HELP.items():
-        p = protocols.add_parser(name, help=text, description=text)
+        # help strings are %-formatted by argparse, descriptions are not
+        p = protocols.add_parser(name, help=text.replace("%", "%%"), description=text)
         source = p.add_mutually_exclusive_group()
         source.add_argument("--run", type=Path, help="a pretraining run folder (its checkpoint_last.pt)")
         source.add_argument("--checkpoint", type=Path, help="a checkpoint file")
