@@ -70,7 +70,8 @@ def _new_figure(rows: int = 1, height: float = 2.6) -> tuple[object, list[object
 
     fig = Figure(figsize=(6.4, height * rows), dpi=100)
     FigureCanvasAgg(fig)
-    axes = [fig.add_subplot(rows, 1, i + 1) for i in range(rows)]
+    axes = [fig.add_subplot(rows, 1, 1)]
+    axes += [fig.add_subplot(rows, 1, i + 1, sharex=axes[0]) for i in range(1, rows)]  # steps line up
     return fig, axes
 
 
@@ -86,10 +87,11 @@ def _curve(ax: object, metrics: Metrics, column: str) -> int:
     step, values = metrics.columns["step"], metrics.columns[column]
     stages = np.array(metrics.stage)
     drawn = 0
-    for name in dict.fromkeys(metrics.stage):  # stages in order of appearance
+    for i, name in enumerate(dict.fromkeys(metrics.stage)):  # stages in order of appearance
         keep = (stages == name) & np.isfinite(step) & np.isfinite(values)
-        if keep.any():
-            ax.plot(step[keep], values[keep], lw=1.2, marker="." if keep.sum() < 30 else None, label=name)
+        if keep.any():  # a stage keeps its colour in every panel
+            marker = "." if keep.sum() < 30 else None
+            ax.plot(step[keep], values[keep], lw=1.2, marker=marker, color=f"C{i}", label=name)
             drawn += int(keep.sum())
     ax.set_ylabel(column)
     ax.grid(alpha=0.3)
@@ -99,7 +101,11 @@ def _curve(ax: object, metrics: Metrics, column: str) -> int:
 
 
 def _note_gaps(metrics: Metrics, column: str, report: PlotReport) -> None:
-    bad = int((~np.isfinite(metrics.columns[column]) | ~np.isfinite(metrics.columns["step"])).sum())
+    """Report the rows left out of ``column``'s curve, within the stages that log it (a term of
+    one stage only, like CRRL's reconstruction terms, is empty in the others by design)."""
+    values, stages = metrics.columns[column], np.array(metrics.stage)
+    logged = np.isin(stages, np.unique(stages[np.isfinite(values)]))
+    bad = int((logged & (~np.isfinite(values) | ~np.isfinite(metrics.columns["step"]))).sum())
     if bad:
         report.skipped.append(f"metrics.csv: {bad} row(s) with NaN or missing {column!r} (or step) not drawn")
 

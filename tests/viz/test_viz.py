@@ -262,11 +262,13 @@ def test_plot_embedding_from_a_checkpoint(tmp_path, capsys):
 # ---------------------------------------------------------------- curves
 
 
-METRICS = """stage,epoch,step,loss,lr,samples_per_s,nce,mining
-pretrain,0,1,6.5,0.1,120.0,6.5,
-pretrain,0,2,nan,0.1,118.0,nan,
-pretrain,1,3,6.1,,121.5,6.1,
-pretrain,1,4,5.9,0.01,119.0,5.9,
+METRICS = """stage,epoch,step,loss,lr,samples_per_s,nce,mining,recon
+pretrain,0,1,6.5,0.1,120.0,6.5,,
+pretrain,0,2,nan,0.1,118.0,nan,,
+pretrain,1,3,6.1,,121.5,6.1,,
+pretrain,1,4,5.9,0.01,119.0,5.9,,
+reconstruct,0,5,3.0,0.05,90.0,,,3.0
+reconstruct,0,6,2.5,0.05,91.0,,,2.5
 """
 
 
@@ -286,10 +288,11 @@ def write_run(tmp_path, evals: bool):
 def test_read_metrics_parses_numbers_and_gaps(tmp_path):
     run = write_run(tmp_path, evals=False)
     m = curves.read_metrics(run / "metrics.csv")
-    assert m.stage == ["pretrain"] * 4 and m.terms == ["nce", "mining"]
-    np.testing.assert_array_equal(m.columns["step"], [1, 2, 3, 4])
-    np.testing.assert_array_equal(m.columns["loss"], [6.5, np.nan, 6.1, 5.9])
-    np.testing.assert_array_equal(m.columns["lr"], [0.1, 0.1, np.nan, 0.01])
+    assert m.stage == ["pretrain"] * 4 + ["reconstruct"] * 2 and m.terms == ["nce", "mining", "recon"]
+    np.testing.assert_array_equal(m.columns["step"], [1, 2, 3, 4, 5, 6])
+    np.testing.assert_array_equal(m.columns["loss"], [6.5, np.nan, 6.1, 5.9, 3.0, 2.5])
+    np.testing.assert_array_equal(m.columns["lr"], [0.1, 0.1, np.nan, 0.01, 0.05, 0.05])
+    np.testing.assert_array_equal(m.columns["recon"], [np.nan] * 4 + [3.0, 2.5])
     assert np.isnan(m.columns["mining"]).all()
     (run / "bad.csv").write_text("stage,epoch\npretrain,0\n")
     with pytest.raises(ValueError, match="no step or loss column"):
@@ -303,10 +306,15 @@ def test_plot_run_writes_every_curve_and_says_what_it_skipped(tmp_path):
     assert names == ["accuracy.png", "loss.png", "lr.png", "throughput.png"]
     for path in report.written:
         assert path.parent == run / "plots" and min(imread(path).shape[:2]) > 0
-    assert imread(run / "plots" / "loss.png").shape[:2] == (400, 640)  # two panels (loss, nce) of 2 inches
-    assert "metrics.csv: 1 row(s) with NaN or missing 'loss' (or step) not drawn" in report.skipped
-    assert "metrics.csv: 1 row(s) with NaN or missing 'lr' (or step) not drawn" in report.skipped
-    assert "metrics.csv: column 'mining' has no finite value, not drawn" in report.skipped
+    # three panels (loss, nce, recon; mining is empty) of 2 x 6.4 inches at 100 dpi
+    assert imread(run / "plots" / "loss.png").shape[:2] == (600, 640)
+    metric_skips = [line for line in report.skipped if line.startswith("metrics.csv")]
+    assert sorted(metric_skips) == [
+        "metrics.csv: 1 row(s) with NaN or missing 'loss' (or step) not drawn",
+        "metrics.csv: 1 row(s) with NaN or missing 'lr' (or step) not drawn",
+        "metrics.csv: 1 row(s) with NaN or missing 'nce' (or step) not drawn",  # not the reconstruct rows
+        "metrics.csv: column 'mining' has no finite value, not drawn",
+    ]
     assert any(line.startswith("eval/knn.json: unreadable") for line in report.skipped)
 
 
