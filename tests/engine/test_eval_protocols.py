@@ -25,6 +25,7 @@ from skelfast.engine.evaluation import (
 from skelfast.engine.evaluation.common import summarise_history
 from skelfast.engine.evaluation.features import LabelledSubset
 from skelfast.engine.evaluation.retrieval import average_precisions
+from skelfast.engine.evaluation.semi import random_subset
 from skelfast.methods.base import FeatureEncoder
 
 T, V, M = 8, 25, 2
@@ -166,6 +167,9 @@ def test_balanced_subset_counts_and_seed():
     assert not np.array_equal(balanced_subset(labels, 10, seed=3), balanced_subset(labels, 10, seed=4))
     with pytest.raises(ValueError, match="percent"):
         balanced_subset(labels, 0)
+    # the class-blind option: round(0.1 * 113) = 11 distinct samples, the same for the same seed
+    idx = random_subset(len(labels), 10, seed=3)
+    assert len(np.unique(idx)) == 11 and np.array_equal(idx, random_subset(len(labels), 10, seed=3))
 
 
 def test_semi_saves_its_subset_and_uses_full_length_epochs(tmp_path):

@@ -46,6 +46,17 @@ def balanced_subset(labels: np.ndarray, percent: float, seed: int = 0) -> np.nda
     return np.sort(np.concatenate(chosen))
 
 
+def random_subset(num_samples: int, percent: float, seed: int = 0) -> np.ndarray:
+    """Sorted int64 indices of ``max(1, round(percent / 100 * num_samples))`` samples drawn uniformly
+    without replacement, ignoring classes (the CMD / HaLP derivatives of ISC)."""
+    if not 0 < percent <= 100:
+        raise ValueError(f"percent must be in (0, 100], got {percent}")
+    if num_samples < 1:
+        raise ValueError("cannot draw a subset of an empty dataset")
+    k = max(1, round(percent / 100.0 * num_samples))
+    return np.sort(np.random.default_rng(seed).choice(num_samples, size=k, replace=False))
+
+
 def save_subset(path: str | Path, indices: np.ndarray, labels: np.ndarray, percent: float, seed: int) -> Path:
     """Write ``{"percent", "seed", "num_samples", "per_class", "indices"}`` as JSON."""
     path = Path(path)
@@ -67,11 +78,14 @@ def save_subset(path: str | Path, indices: np.ndarray, labels: np.ndarray, perce
 class SemiSettings:
     """What is specific to the semi-supervised protocol; every other key of ``[eval.semi]`` goes to
     the fine-tuning (or linear) settings. Defaults: HiCLR's deleted config (fine-tune, lr 0.1,
-    5 warm-up epochs, x0.1 at 20 and 40, 60 epochs, batch 64), at 1 % and 10 % labels."""
+    5 warm-up epochs, x0.1 at 20 and 40, 60 epochs, batch 64), at 1 % and 10 % labels.
+    ``sampling``: "balanced" (``balanced_subset``, HiCLR) or "random" (``random_subset``, the
+    class-blind subsets of ISC's derivatives)."""
 
     mode: str = "finetune"
     percents: tuple[float, ...] = (1.0, 10.0)
     subset_seed: int = 0
+    sampling: str = "balanced"
     full_epoch_iterations: bool = True
 
 
@@ -87,6 +101,8 @@ def split_semi_settings(
     semi = settings_from_dict(SemiSettings, {k: v for k, v in values.items() if k in semi_keys}, "semi")
     if semi.mode not in ("finetune", "linear"):
         raise ValueError(f"[eval.semi] mode must be 'finetune' or 'linear', got {semi.mode!r}")
+    if semi.sampling not in ("balanced", "random"):
+        raise ValueError(f"[eval.semi] sampling must be 'balanced' or 'random', got {semi.sampling!r}")
     rest = {k: v for k, v in values.items() if k not in semi_keys}
     cls = FinetuneSettings if semi.mode == "finetune" else LinearSettings
     train = settings_from_dict(cls, {**SEMI_TRAIN_DEFAULTS, **rest}, "semi")
@@ -110,7 +126,10 @@ def semi_supervised(
     if train_settings is None:
         train_settings = split_semi_settings(settings_to_dict(semi))[1]
     labels = dataset_labels(train_set)
-    indices = balanced_subset(labels, percent, semi.subset_seed)
+    if semi.sampling == "balanced":
+        indices = balanced_subset(labels, percent, semi.subset_seed)
+    else:
+        indices = random_subset(len(labels), percent, semi.subset_seed)
     name = f"semi_{percent:g}"
     subset = LabelledSubset(train_set, indices, length=len(train_set) if semi.full_epoch_iterations else None)
     if semi.mode == "finetune":
@@ -121,6 +140,7 @@ def semi_supervised(
         {
             "percent": percent,
             "mode": semi.mode,
+            "sampling": semi.sampling,
             "labelled_samples": int(len(indices)),
             "full_epoch_iterations": semi.full_epoch_iterations,
         }
