@@ -102,7 +102,8 @@ def test_knn_weighted_vote_by_hand():
     assert knn_predict(gallery, labels, query, k=3, weighting="exp", temperature=0.07).tolist() == [0]
 
 
-def test_knn_k20_weighted_matches_a_python_loop_and_is_chunk_invariant():
+@pytest.mark.parametrize("weighting", ["exp", "uniform"])
+def test_knn_k20_matches_a_python_loop_and_is_chunk_invariant(weighting):
     g = torch.Generator().manual_seed(0)
     gallery, queries = torch.randn(60, 5, generator=g), torch.randn(13, 5, generator=g)
     labels = torch.randint(0, 4, (60,), generator=g)
@@ -112,10 +113,12 @@ def test_knn_k20_weighted_matches_a_python_loop_and_is_chunk_invariant():
         top = sorted(range(60), key=lambda i: -sims[i])[:20]
         votes = [0.0] * 4
         for i in top:
-            votes[int(labels[i])] += math.exp(sims[i] / 0.07)
-        expected.append(max(range(4), key=lambda c: votes[c]))
+            votes[int(labels[i])] += math.exp(sims[i] / 0.07) if weighting == "exp" else 1.0
+        expected.append(max(range(4), key=lambda c: (votes[c], -c)))  # ties: the lowest class (sklearn)
     for qc, gc in ((1024, 16384), (4, 7), (1, 1)):
-        pred = knn_predict(gallery, labels, queries, k=20, weighting="exp", query_chunk=qc, gallery_chunk=gc)
+        pred = knn_predict(
+            gallery, labels, queries, k=20, weighting=weighting, query_chunk=qc, gallery_chunk=gc
+        )
         assert pred.tolist() == expected
 
 
