@@ -250,9 +250,11 @@ class HiCo(PretrainMethod):
             # a snapshot: info_nce saves the bank for backward, and enqueue writes it in place
             bank = self.queue.bank.clone()
             ranges = [self.queue.ranges[lvl] for lvl in NEGATIVES]
+            queries = [q.zc[:, 0], q.zp[:, 0], q.zt, q.zs, q.zi]  # only the finest clip/part query
+            positives = [k.zc, k.zp, k.zs, k.zt, k.zi]  # all G key granularities; domains crossed
             out = info_nce(
-                [q.zc[:, 0], q.zp[:, 0], q.zt, q.zs, q.zi],  # only the finest clip/part query
-                [k.zc, k.zp, k.zs, k.zt, k.zi],  # all G key granularities; domains crossed
+                [t.to(bank.dtype) for t in queries],  # under autocast the heads give half precision
+                [t.to(bank.dtype) for t in positives],
                 bank,
                 c.temperature,
                 queue_ranges=ranges,

@@ -372,3 +372,17 @@ def test_bad_input_and_options_are_rejected():
         HiCoConfig(clip_queue_wrap="sometimes")
     with pytest.raises(ValueError, match="unknown option"):
         HiCoConfig.from_dict({"queue": 5})
+
+
+def test_autocast_step_runs_in_the_queue_precision():
+    """Under bfloat16 autocast the heads give bf16 features; the loss reads them against the float32
+    queues. bf16 keeps ~3 significant digits, so the loss agrees with float32 to a few percent."""
+    method = HiCo(HiCoConfig(**TINY, encoder="GRU")).train()
+    twin = copy.deepcopy(method)
+    x, lengths = batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = method(x.float(), lengths, gen(0))
+    out.loss.backward()
+    expected = twin(x.float(), lengths, gen(0)).loss
+    assert out.loss.dtype == torch.float32 and method.queue.bank.dtype == torch.float32
+    assert_close(out.loss.detach(), expected.detach(), atol=0.05, rtol=0.05, what="bf16 loss")
