@@ -25,6 +25,7 @@ into the queues (``MemoryQueue.enqueue``) and the momentum update persists.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -258,8 +259,8 @@ class ISC(PretrainMethod):
             raise ValueError(
                 f"ISC: lengths must be (N,) = ({x.shape[0]},) integers, got {tuple(lengths.shape)} {lengths.dtype}"
             )
-        if x.shape[0] < 2:
-            raise ValueError("ISC: a training batch needs at least 2 samples (BatchNorm in train mode)")
+        if x.shape[0] < 1:
+            raise ValueError("ISC: a training batch needs at least 1 sample")
 
     def draw_view(self, x: torch.Tensor, lengths: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """One ISC view of the batch: x (N, 3, T, V, M) -> (N, 3, frames, V, M) (recipe drawn on the
@@ -320,6 +321,38 @@ class ISC(PretrainMethod):
             terms[f"acc_s{i + 1}"] = hit.float().mean()
             row += n
         return terms
+
+    def load_official_state_dict(
+        self, state_dict: Mapping[str, torch.Tensor], prefix: str = "module."
+    ) -> None:
+        """Load a checkpoint of the official ``builder_inter.MoCo`` (or ``builder_intra.MoCo`` for a
+        single representation): ``torch.load(path)["state_dict"]``, whose keys start with ``prefix``
+        (``"module."`` under nn.DataParallel). Encoders load key for key; the (dim, K) column queues
+        ``Queue_S1``/``Queue_S2`` (``queue``) and their pointers become the bank's (K, dim) rows."""
+        names = (
+            ("encoder_q", "encoder_k", "encoder_r", "encoder_l") if self.inter else ("encoder_q", "encoder_k")
+        )
+        for name in names:
+            getattr(self, name).load_official_state_dict(state_dict, prefix=f"{prefix}{name}.")
+        queues = (
+            (("Queue_S1", "queue_ptr_S1"), ("Queue_S2", "queue_ptr_S2"))
+            if self.inter
+            else (("queue", "queue_ptr"),)
+        )
+        for level, (queue_key, ptr_key) in enumerate(queues):
+            missing = [k for k in (prefix + queue_key, prefix + ptr_key) if k not in state_dict]
+            if missing:
+                raise KeyError(f"ISC.load_official_state_dict: the checkpoint has no {missing}")
+            columns = state_dict[prefix + queue_key]
+            target = self.queue.level(level)
+            if tuple(columns.shape) != (target.shape[1], target.shape[0]):
+                raise ValueError(
+                    f"ISC.load_official_state_dict: {queue_key} is {tuple(columns.shape)}, expected "
+                    f"(dim, K) = {(target.shape[1], target.shape[0])}"
+                )
+            with torch.no_grad():
+                target.copy_(columns.T)
+                self.queue.ptr[level] = int(state_dict[prefix + ptr_key].reshape(-1)[0])
 
     def query_encoder(self, representation: str) -> nn.Module:
         """The query encoder of ``representation`` (``encoder_q`` for s1, ``encoder_r`` for s2)."""

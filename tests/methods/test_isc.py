@@ -351,3 +351,29 @@ def test_official_configs_build() -> None:
     ntu120 = load_config("isc_ntu120")
     assert ntu120["model"] == config["model"]
     assert (ntu120["train"]["epochs"], ntu120["train"]["milestones"]) == (351, [251, 351])
+
+
+def test_official_checkpoint_loads() -> None:
+    source = ISC(tiny(pair="seq-graph"))
+    k = source.config.queue_size
+    # builder_inter.MoCo's state_dict under nn.DataParallel: module.encoder_{q,k,r,l}.*, (dim, K) queues
+    official = {f"module.{key}": v for key, v in source.state_dict().items() if not key.startswith("queue.")}
+    official["module.Queue_S1"] = source.queue.bank[:k].T.clone()
+    official["module.Queue_S2"] = source.queue.bank[k:].T.clone()
+    official["module.queue_ptr_S1"] = torch.tensor([4])
+    official["module.queue_ptr_S2"] = torch.tensor([8])
+    for key in (
+        "encoder_q.encoder.gru.weight_hh_l1_reverse",
+        "encoder_q.fc.0.weight",
+        "encoder_r.l1.gcn1.PA",
+    ):
+        assert f"module.{key}" in official  # official parameter names (GRU.py, builder_inter, AGCN.py)
+    target = ISC(tiny(pair="seq-graph"))
+    target.load_official_state_dict(official)
+    for (name, a), b in zip(target.state_dict().items(), source.state_dict().values(), strict=True):
+        if name != "queue.ptr":
+            assert torch.equal(a, b), name
+    assert target.queue.ptr.tolist() == [4, 8]
+    del official["module.Queue_S2"]
+    with pytest.raises(KeyError, match="Queue_S2"):
+        target.load_official_state_dict(official)
