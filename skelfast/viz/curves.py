@@ -143,53 +143,84 @@ def plot_metrics(metrics: Metrics, out_dir: Path, report: PlotReport) -> None:
 
 
 def read_evals(eval_dir: Path, report: PlotReport) -> dict[str, dict]:
-    """``eval/*.json`` by protocol name (the ``protocol`` field, else the file's stem); an unreadable
-    or malformed file is skipped with a note in the report."""
+    """Every ``*.json`` under ``eval/`` (``random-init/`` baselines included), by path without the
+    suffix (``knn``, ``random-init/knn``); an unreadable or malformed file is skipped with a note."""
     out: dict[str, dict] = {}
-    for path in sorted(eval_dir.glob("*.json")):
+    for path in sorted(eval_dir.rglob("*.json")):
+        name = path.relative_to(eval_dir).with_suffix("").as_posix()
         try:
             result = json.loads(path.read_text())
             if not isinstance(result, dict):
                 raise ValueError("not a JSON object")
         except (OSError, ValueError) as err:
-            report.skipped.append(f"eval/{path.name}: unreadable ({err}), not drawn")
+            report.skipped.append(f"eval/{name}.json: unreadable ({err}), not drawn")
             continue
-        out[str(result.get("protocol") or path.stem)] = result
+        out[name] = result
     return out
 
 
+def _history(name: str, result: dict, report: PlotReport) -> tuple[np.ndarray, np.ndarray] | None:
+    """(epochs, accuracies) of a result's per-epoch history; entries without an epoch (a protocol
+    with no training epochs, as kNN) are its final result, not curve points."""
+    history = [h for h in result.get("history") or [] if isinstance(h, dict) and h.get("epoch") is not None]
+    points = [(_number(h.get("epoch")), _number(h.get("accuracy"))) for h in history]
+    points = [(e, a) for e, a in points if math.isfinite(e) and math.isfinite(a)]
+    if len(points) < len(history):
+        report.skipped.append(
+            f"eval/{name}: {len(history) - len(points)} history entr(y/ies) with NaN or missing accuracy not drawn"
+        )
+    return tuple(np.array(points).T) if points else None
+
+
 def plot_accuracy(evals: dict[str, dict], out_dir: Path, report: PlotReport) -> None:
-    """accuracy.png: each protocol's ``history`` accuracy against epoch, its best marked."""
-    fig, (ax,) = _new_figure(height=3.2)
-    drawn = 0
-    for protocol, result in evals.items():
-        history = result.get("history") or []
-        points = [
-            (_number(h.get("epoch")), _number(h.get("accuracy"))) for h in history if isinstance(h, dict)
-        ]
-        points = [(e, a) for e, a in points if math.isfinite(e) and math.isfinite(a)]
-        if len(points) < len(history):
-            report.skipped.append(
-                f"eval/{protocol}: {len(history) - len(points)} history entr(y/ies) without a finite epoch and accuracy"
-            )
-        best, last = _number(result.get("accuracy_best")), _number(result.get("accuracy_last"))
-        label = f"{protocol} (last {last:.4g}, best {best:.4g})"
-        if not points:
-            report.skipped.append(f"eval/{protocol}: no history to draw (last {last:.4g}, best {best:.4g})")
-            continue
-        epochs, acc = np.array(points).T
-        line = ax.plot(epochs, acc, marker=".", lw=1.2, label=label)[0]
-        i = int(np.argmax(acc))
-        ax.scatter([epochs[i]], [acc[i]], s=40, facecolors="none", edgecolors=line.get_color(), zorder=3)
-        drawn += 1
-    if not drawn:
-        report.skipped.append("eval: no protocol has an accuracy history, accuracy.png not written")
+    """accuracy.png: each protocol's per-epoch accuracy (its best circled) where it has a history,
+    and a bar chart of every result's last and best accuracy (baselines next to the pretrained)."""
+    curves, summary = {}, {}
+    for name, result in evals.items():
+        history = _history(name, result, report)
+        if history is not None:
+            curves[name] = history
+        last, best = _number(result.get("accuracy_last")), _number(result.get("accuracy_best"))
+        if math.isfinite(last) or math.isfinite(best):
+            summary[name] = (last, best)
+        elif history is None:
+            report.skipped.append(f"eval/{name}: no accuracy (last, best or history) to draw")
+    if not curves and not summary:
+        report.skipped.append("eval: no accuracy to draw, accuracy.png not written")
         return
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("accuracy")
-    ax.set_title("evaluation accuracy (circle: best)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    panels = int(bool(curves)) + int(bool(summary))
+    fig = Figure(figsize=(5.6 * panels, max(3.2, 0.3 * len(summary) + 1.2)), dpi=100)
+    FigureCanvasAgg(fig)
+    if curves:
+        ax = fig.add_subplot(1, panels, 1)
+        for name, (epochs, acc) in curves.items():
+            line = ax.plot(epochs, acc, marker=".", lw=1.2, label=name)[0]
+            i = int(np.argmax(acc))
+            ax.scatter([epochs[i]], [acc[i]], s=40, facecolors="none", edgecolors=line.get_color(), zorder=3)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("accuracy")
+        ax.set_title("accuracy per epoch (circle: best)", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    if summary:
+        ax = fig.add_subplot(1, panels, panels)
+        names = list(summary)
+        rows = np.arange(len(names))
+        last, best = np.array([summary[n] for n in names]).T
+        ax.barh(rows + 0.2, np.nan_to_num(best), height=0.4, color="C1", label="best")
+        ax.barh(rows - 0.2, np.nan_to_num(last), height=0.4, color="C0", label="last")
+        for r, value in [*zip(rows + 0.2, best, strict=True), *zip(rows - 0.2, last, strict=True)]:
+            if math.isfinite(value):
+                ax.text(value, r, f" {value:.4g}", va="center", fontsize=7)
+        ax.set_yticks(rows, names, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlabel("accuracy")
+        ax.set_title("final accuracy per protocol", fontsize=9)
+        ax.legend(fontsize=7, loc="lower right")
+        ax.margins(x=0.15)
     _save(fig, out_dir / "accuracy.png", report)
 
 

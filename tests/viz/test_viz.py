@@ -282,6 +282,16 @@ def write_run(tmp_path, evals: bool):
         report = {"protocol": "linear", "accuracy_last": 0.42, "accuracy_best": 0.42, "history": history}
         (run / "eval" / "linear.json").write_text(json.dumps(report))
         (run / "eval" / "knn.json").write_text("{not json")
+        (run / "eval" / "random-init").mkdir()
+        knn = {
+            "protocol": "knn",
+            "accuracy_last": 0.2,
+            "accuracy_best": 0.2,
+            "history": [{"epoch": None, "accuracy": 0.2}],
+        }
+        (run / "eval" / "random-init" / "knn.json").write_text(json.dumps(knn))
+        semi = {"protocol": "semi", "history": [{"epoch": 0, "accuracy": None}]}
+        (run / "eval" / "semi.json").write_text(json.dumps(semi))
     return run
 
 
@@ -316,6 +326,11 @@ def test_plot_run_writes_every_curve_and_says_what_it_skipped(tmp_path):
         "metrics.csv: column 'mining' has no finite value, not drawn",
     ]
     assert any(line.startswith("eval/knn.json: unreadable") for line in report.skipped)
+    assert "eval/semi: 1 history entr(y/ies) with NaN or missing accuracy not drawn" in report.skipped
+    assert "eval/semi: no accuracy (last, best or history) to draw" in report.skipped
+    assert not any("random-init" in line for line in report.skipped)  # kNN's epoch-less result is a bar
+    # two panels (linear's history; bars for linear and random-init/knn) of 5.6 x 3.2 inches
+    assert imread(run / "plots" / "accuracy.png").shape[:2] == (320, 1120)
 
 
 def test_plot_command_without_eval_folder(tmp_path, capsys):
