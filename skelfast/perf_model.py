@@ -88,6 +88,11 @@ def _ew(name: str, elems_read: int, elems_written: int, size: int = FP32, flops_
     return Kernel(name, elems_read * size, elems_written * size, flops_per_elem * elems_written)
 
 
+def _reduce(name: str, elems_read: int, elems_written: int, size: int = FP32) -> Kernel:
+    """A sum over many elements into few: one add per element read."""
+    return Kernel(name, elems_read * size, elems_written * size, elems_read)
+
+
 # --- graph_conv ---------------------------------------------------------------------------------
 
 V_NTU, K_SUBSETS = 25, 3
@@ -107,10 +112,10 @@ def graph_conv_forward(
         Kernel("aggregate_forward (y = z A + bias)", (z + a + c_out * v) * FP32, y * FP32, agg_flops),
     )
     reference = (  # skelfast/reference/graph_conv.py: einsum, + bias, einsum (profiled op order)
-        _ew("einsum 1: permute copy of x", x, x),
+        _ew("einsum 1: permute copy of x", x, x, flops_per_elem=0),
         Kernel("einsum 1: bmm z = W x", (x + w) * FP32, z * FP32, mix_flops),
         _ew("z + bias", z + b, z),
-        _ew("einsum 2: permute copy of z to (n,c,t,k,v)", z, z),
+        _ew("einsum 2: permute copy of z to (n,c,t,k,v)", z, z, flops_per_elem=0),
         Kernel("einsum 2: bmm y = z A", (z + a) * FP32, y * FP32, agg_flops),
     )
     return ModelRow("graph_conv fwd", case, "fused", fused), ModelRow(
@@ -130,8 +135,8 @@ def graph_conv_backward(
         Kernel("aggregate_backward (dz = g A^T)", (y + a) * FP32, z * FP32, agg_flops),
         Kernel("dx = W^T dz (cuBLAS)", (z + w) * FP32, x * FP32, mix_flops),
         Kernel("dW partials = dz x^T (cuBLAS, per sample)", (z + x) * FP32, n * w * FP32, mix_flops),
-        _ew("dW = partials.sum(0)", n * w, w),
-        _ew("gsum = g.sum((0, 2))", y, c_out * v),
+        _reduce("dW = partials.sum(0)", n * w, w),
+        _reduce("gsum = g.sum((0, 2))", y, c_out * v),
         Kernel(
             "db, bias part of dA, dA zero/cast (small)",
             4 * (a + c_out * v) * FP32,
@@ -146,12 +151,12 @@ def graph_conv_backward(
     reference = (  # autograd of the reference, in the profiled order
         Kernel("bmm backward: dA = z^T g", (z + y) * FP32, a * FP32, agg_flops),
         Kernel("bmm backward: dz = g A^T", (y + a) * FP32, z * FP32, agg_flops),
-        _ew("permute copy of dz back to (n,k,c,t,v)", z, z),
-        _ew("db = dz.sum", z, b),
-        _ew("permute copy of dz for the bmm", z, z),
+        _ew("permute copy of dz back to (n,k,c,t,v)", z, z, flops_per_elem=0),
+        _reduce("db = dz.sum", z, b),
+        _ew("permute copy of dz for the bmm", z, z, flops_per_elem=0),
         Kernel("bmm backward: dx = W^T dz", (z + w) * FP32, x * FP32, mix_flops),
         Kernel("bmm backward: dW = dz x^T", (z + x) * FP32, w * FP32, mix_flops),
-        _ew("AccumulateGrad: copy of the strided dx", x, x),
+        _ew("AccumulateGrad: copy of the strided dx", x, x, flops_per_elem=0),
     )
     return ModelRow("graph_conv bwd", case, "fused", fused), ModelRow(
         "graph_conv bwd", case, "reference", reference
@@ -197,19 +202,19 @@ def augment(
             12 * small,
             launches=18,
         ),
-        _ew("gather frame tap a = x[i0]", e, e),
-        _ew("gather frame tap b = x[i1]", e, e),
+        _ew("gather frame tap a = x[i0]", e, e, flops_per_elem=0),
+        _ew("gather frame tap b = x[i1]", e, e, flops_per_elem=0),
         _ew("a * (1 - w)", e, e),
         _ew("b * w", e, e),
         _ew("lerp sum", 2 * e, e),
-        _ew("gather joints (flip index)", e, e),
-        _ew("einsum: permute copy for the bmm", e, e),
+        _ew("gather joints (flip index)", e, e, flops_per_elem=0),
+        _ew("einsum: permute copy for the bmm", e, e, flops_per_elem=0),
         Kernel("einsum: bmm per-joint 3x3", e * FP32, e * FP32, 2 * 3 * e),
         # cpu_noise draws on the host and copies E floats over PCIe (the transfer is not in this model)
         Kernel("cpu_noise host-to-device copy", 0, e * FP32, 0),
         _ew("noise_std * z", e, e),
         _ew("y + noise", 2 * e, e),
-        _ew("blur: zero pad", e, e_pad),
+        _ew("blur: zero pad", e, e_pad, flops_per_elem=0),
     ]
     reference += [_ew(f"blur: w_{i} * slice", e, e) for i in range(blur_taps)]
     reference += [_ew("blur: 0 + term 0", e, e)] + [_ew("blur: running sum", 2 * e, e)] * (blur_taps - 1)
@@ -285,7 +290,7 @@ def info_nce_fused_kernels(
             ),
             _ew("merge: exp(lse_p - lse)", 2 * sr, 2 * sr),
             _ew("merge: weight * o_p", sr * d + sr, sr * d),
-            _ew("merge: sum over chunks", sr * d, r * d),
+            _reduce("merge: sum over chunks", sr * d, r * d),
             Kernel(
                 "merge: argmax, gather, cast, level offsets",
                 2 * sr * FP32 + 4 * r * 8,
@@ -431,7 +436,7 @@ def hiclr_case(n: int = 128, k: int = 32768, d: int = 128) -> tuple[ModelRow, Mo
         reference += [
             _ew(f"{term}: exp of the target log-probabilities", lg, lg),
             _ew(f"{term}: target * log p", 2 * lg, lg),
-            _ew(f"{term}: sum over entries", lg, n),
+            _reduce(f"{term}: sum over entries", lg, n),
         ]
     reference += [
         Kernel("means, weights, sums (small)", 16 * n * FP32, 8 * n * FP32, 0, launches=10),
