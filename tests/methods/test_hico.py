@@ -191,7 +191,7 @@ def test_queues_hold_the_enqueued_keys(wrap):
             method(x, lengths, gen(step))
             # no SGD step: the key encoder equals the query encoder, so the keys are recomputable
             generator = gen(step)
-            method.view(x, lengths, generator)
+            method.view(x, lengths, generator)  # the query view: the key view is drawn second
             z = [F.normalize(t, dim=-1) for t in method.encoder_k(*method.view(x, lengths, generator))]
             keys.append(z)
     bank = method.queue.bank
@@ -386,3 +386,21 @@ def test_autocast_step_runs_in_the_queue_precision():
     expected = twin(x.float(), lengths, gen(0)).loss
     assert out.loss.dtype == torch.float32 and method.queue.bank.dtype == torch.float32
     assert_close(out.loss.detach(), expected.detach(), atol=0.05, rtol=0.05, what="bf16 loss")
+
+
+def test_dropout_option_reaches_both_encoders():
+    default, off = tiny(), tiny(dropout=0.0)
+    for method, p in ((default, 0.1), (off, 0.0)):
+        for encoder in (method.encoder_q, method.encoder_k):
+            rates = [m.p for m in encoder.modules() if isinstance(m, torch.nn.Dropout)]
+            rates += [m.dropout for m in encoder.modules() if isinstance(m, torch.nn.MultiheadAttention)]
+            # per domain (t_encoder, s_encoder): attention weights, feed-forward, two residual branches
+            assert len(rates) == 8 and set(rates) == {p}
+    x, lengths = batch()
+
+    def loss(method: HiCo, seed: int) -> torch.Tensor:
+        torch.manual_seed(seed)  # dropout draws from the global generator
+        return copy.deepcopy(method)(x, lengths, gen(0)).loss
+
+    assert torch.equal(loss(off, 1), loss(off, 2))
+    assert not torch.equal(loss(default, 1), loss(default, 2))
