@@ -180,7 +180,10 @@ class CRRL(PretrainMethod):
         self.decoder = CRRLDecoder(2 * c.hidden_size, c.input_size, c.num_layers, c.dropout)
         self.recipe = NoAugmentation()
         self.register_buffer("stage_index", torch.zeros((), dtype=torch.long))
-        self.register_load_state_dict_post_hook(lambda module, _keys: module._apply_stage(module.stage))
+        self._stage = "contrast"  # mirrors stage_index without a device read per step
+        self.register_load_state_dict_post_hook(
+            lambda module, _keys: module._apply_stage(STAGES[int(module.stage_index)])
+        )
         self._apply_stage("contrast")
 
     # --- stages -----------------------------------------------------------------------------------
@@ -191,7 +194,8 @@ class CRRL(PretrainMethod):
 
     @property
     def stage(self) -> str:
-        return STAGES[int(self.stage_index)]
+        """The current stage (``stages()[stage_index]``)."""
+        return self._stage
 
     def set_stage(self, stage: str) -> None:
         """Enter a stage. ``"reconstruct"`` copies the (stage-1-trained) query GRU into the teacher
@@ -204,6 +208,7 @@ class CRRL(PretrainMethod):
     def _apply_stage(self, stage: str) -> None:
         """requires_grad exactly on what ``stage`` trains (the engine optimises those parameters)."""
         self.stage_index.fill_(STAGES.index(stage))
+        self._stage = stage
         trained = (self.query,) if stage == "contrast" else (self.student, self.decoder)
         for p in self.parameters():
             p.requires_grad_(False)
