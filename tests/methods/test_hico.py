@@ -118,12 +118,13 @@ def sgd_step(method: HiCo, lr: float = 0.5) -> None:
     opt.zero_grad()
 
 
-@pytest.mark.parametrize("encoder", ["GRU", "Transformer"])
-def test_step_equals_official_composition(encoder):
-    """Loss, five terms, query gradients, EMA key weights and queues equal the official step. The
+@pytest.mark.parametrize(("encoder", "wrap"), [("GRU", "official"), ("Transformer", "corrected")])
+def test_step_equals_official_composition(encoder, wrap):
+    """Loss, five terms, query gradients, EMA key weights and queues equal the official step (the
+    corrected pointer wrap: the same with the modulus G * K). The
     Transformer runs with dropout 0.1 in both encoders: the literal step, reseeded, draws the same masks
     only if the method runs both encoders in train mode, query first."""
-    method = tiny(encoder=encoder, momentum=0.9)
+    method = tiny(encoder=encoder, momentum=0.9, clip_queue_wrap=wrap)
     x, lengths = batch()
     method(x, lengths, gen(1)).loss.backward()  # a first step: real keys in the queues, q != k after SGD
     sgd_step(method)
@@ -134,7 +135,9 @@ def test_step_equals_official_composition(encoder):
     out = method(x, lengths, gen(2))
     out.loss.backward()
     torch.manual_seed(5)
-    loss, losses, bank_after, ptr_after = official_step(q_enc, k_enc, bank, ptr, x, lengths, 2, m=0.9)
+    loss, losses, bank_after, ptr_after = official_step(
+        q_enc, k_enc, bank, ptr, x, lengths, 2, m=0.9, wrap_clip_at_k=wrap == "official"
+    )
     loss.backward()
 
     # float64 throughout; the op's online logsumexp over queue chunks only reorders sums: 1e-10
