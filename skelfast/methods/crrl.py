@@ -276,9 +276,9 @@ class CRRL(PretrainMethod):
             if c.update_key_mlp:
                 momentum_update(self.key.fc, self.query.fc, c.momentum)
         with record_function("skelfast.crrl.query"):
-            q = F.normalize(self.query(coords, lengths), dim=1)
+            q = F.normalize(self.query(coords, lengths).to(self.queue.bank.dtype), dim=1)  # autocast
         with torch.no_grad(), record_function("skelfast.crrl.key"):
-            k = F.normalize(self.key(velocity, lengths), dim=1)
+            k = F.normalize(self.key(velocity, lengths).to(self.queue.bank.dtype), dim=1)
         with record_function("skelfast.crrl.loss"):
             # a snapshot: enqueue writes the bank in place before the engine calls backward
             loss = info_nce(q, k, self.queue.bank.clone(), c.temperature).losses[0]
