@@ -1,7 +1,7 @@
 """MoCo momentum update: ``skelfast.methods.momentum_update`` (one ``torch._foreach_lerp_`` over every
 parameter) against MoCo's per-parameter Python loop ``k.mul_(m).add_(q, alpha=1 - m)`` and against
 torch.compile of that loop, at the parameter lists of the four methods' key encoders, and against
-this machine's copy bandwidth measured in the same run.
+this machine's copy bandwidth measured in the same run (on ``skelfast bench --device``'s device).
 
 Run: ``python -m benchmarks.bench_moco`` (or ``make bench BENCH=moco``). Parameter lists (official
 sizes, ``skelfast.perf_model.momentum_encoders``): HiCo's encoder, HiCLR's quarter-width ST-GCN,
@@ -15,7 +15,7 @@ import copy
 
 import torch
 
-from benchmarks.common import compiled, copy_gbps, time_fn, write_results
+from benchmarks.common import bench_device, compiled, copy_gbps, time_fn, write_results
 from skelfast.methods import momentum_update
 from skelfast.perf_model import momentum_encoders
 
@@ -24,8 +24,10 @@ METHODS = ("hico", "hiclr", "isc", "crrl")
 
 
 def parameter_lists(method: str) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """(key, query) parameter lists of a method's momentum update; the query differs from the key."""
-    query = [p.detach() for module in momentum_encoders(method) for p in module.parameters()]
+    """(key, query) parameter lists of a method's momentum update on the benchmark device; the query
+    differs from the key."""
+    device = bench_device()
+    query = [p.detach().to(device) for module in momentum_encoders(method) for p in module.parameters()]
     key = [p + 0.01 * torch.randn_like(p) for p in copy.deepcopy(query)]
     return key, query
 

@@ -189,18 +189,19 @@ def augment(
     taps = blurred_fraction * blur_taps + (1 - blurred_fraction)
     per_tap = 3 + 5 + (2 if noisy else 0) + 2  # lerp, 3x3 row, noise FMA, blur FMA per output value
     fused = (
-        Kernel("parameter packing (stack/cat to int32/fp32, small)", 40 * n * 8, 40 * n * 4, 0, launches=8),
+        Kernel("parameter packing and blur taps (~15 small ops)", 40 * n * 8, 40 * n * 4, 0, launches=15),
         Kernel("augment_kernel (Triton, one pass)", e_in * FP32, e * FP32, int(e * (taps * per_tap + 2))),
     )
     r = blur_taps // 2
     e_pad = e * (t_out + 2 * r) // t_out
     reference = [
+        # source_positions, per-joint matrices, blur taps: ~30 small ops over (N, t_out) / (N, V, 3, 3)
         Kernel(
-            "source_positions (index math on (N, t_out))",
+            "index math, per-sample tables, blur taps",
+            40 * small * 8,
             20 * small * 8,
-            12 * small * 8,
-            12 * small,
-            launches=18,
+            20 * small,
+            launches=30,
         ),
         _ew("gather frame tap a = x[i0]", e, e, flops_per_elem=0),
         _ew("gather frame tap b = x[i1]", e, e, flops_per_elem=0),
@@ -561,9 +562,30 @@ def format_table(rows: Sequence[ModelRow], device: dict = H100) -> str:
     return "\n".join(lines)
 
 
+def format_kernels(row: ModelRow, device: dict = H100) -> str:
+    """One row's kernels, slowest first: name, MB, GFLOP, launches and modelled microseconds."""
+    lines = [f"{row.op} | {row.case} | {row.impl}: {row.seconds(device) * 1e6:.1f} us ({NOTE})"]
+    for k in sorted(row.kernels, key=lambda k: -k.seconds(device)):
+        lines.append(
+            f"  {k.name:<62} {k.bytes / 1e6:>9.2f} MB {k.flops / 1e9:>8.3f} GFLOP x{k.launches:<4} "
+            f"{k.seconds(device) * 1e6:>8.1f} us"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m skelfast.perf_model``: print the table."""
-    print(format_table(model_rows()))
+    """``python -m skelfast.perf_model [--kernels]``: print the table (and every row's kernels)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m skelfast.perf_model", description=NOTE)
+    parser.add_argument("--kernels", action="store_true", help="also list each row's kernels, slowest first")
+    args = parser.parse_args(argv)
+    rows = model_rows()
+    print(format_table(rows))
+    if args.kernels:
+        for row in rows:
+            print()
+            print(format_kernels(row))
     return 0
 
 
@@ -571,4 +593,4 @@ if __name__ == "__main__":
     raise SystemExit(main())
 
 
-__all__ = ["H100", "Kernel", "ModelRow", "format_table", "model_rows"]
+__all__ = ["H100", "Kernel", "ModelRow", "format_kernels", "format_table", "model_rows"]

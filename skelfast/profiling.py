@@ -275,7 +275,7 @@ def skelfast_ranges(prof: torch.profiler.profile) -> list[RangeTime]:
 
 def summary(prof: torch.profiler.profile, device: str = "cpu", top: int = 15) -> str:
     """The top ops by self time and the skelfast.* ranges, as text."""
-    sort = "self_cuda_time_total" if device == "cuda" else "self_cpu_time_total"
+    sort = "self_device_time_total" if device == "cuda" else "self_cpu_time_total"
     table = prof.key_averages().table(sort_by=sort, row_limit=top, max_name_column_width=48)
     lines = [
         f"Top {top} ops by self {'device' if device == 'cuda' else 'CPU'} time:",
