@@ -268,6 +268,11 @@ class ISC(PretrainMethod):
         params = self.recipe.sample(lengths.cpu(), x.shape[3], generator).to(x.device)
         return augment(x, lengths.to(x.device), params)
 
+    def _embed(self, encoder: nn.Module, representation: str, view: torch.Tensor) -> torch.Tensor:
+        """L2-normalised projection (N, dim) in the queue's dtype (the encoders may run under autocast)."""
+        z = encoder(format_input(representation, view))
+        return F.normalize(z.to(self.queue.bank.dtype), dim=1)
+
     def forward(self, x: torch.Tensor, lengths: torch.Tensor, generator: torch.Generator) -> StepOutput:
         """One step: x (N, 3, T, V, M), lengths (N,) -> StepOutput(loss, {nce_s1, acc_s1[, nce_s2,
         acc_s2]}); ``acc`` is the official contrast top-1 (the positive beats every queue entry)."""
@@ -278,15 +283,15 @@ class ISC(PretrainMethod):
             view_k = self.draw_view(x, lengths, generator)
         s1, s2 = self.reps[0], self.reps[-1]
         with record_function("skelfast.isc.query"):
-            q = F.normalize(self.encoder_q(format_input(s1, view_q)), dim=1)
-            r = F.normalize(self.encoder_r(format_input(s2, view_q)), dim=1) if self.inter else None
+            q = self._embed(self.encoder_q, s1, view_q)
+            r = self._embed(self.encoder_r, s2, view_q) if self.inter else None
         with record_function("skelfast.isc.key_update"):
             momentum_update(self.encoder_k, self.encoder_q, cfg.momentum)
             if self.inter:
                 momentum_update(self.encoder_l, self.encoder_r, cfg.momentum)
         with torch.no_grad(), record_function("skelfast.isc.key"):
-            k = F.normalize(self.encoder_k(format_input(s1, view_k)), dim=1)
-            l = F.normalize(self.encoder_l(format_input(s2, view_k)), dim=1) if self.inter else None  # noqa: E741
+            k = self._embed(self.encoder_k, s1, view_k)
+            l = self._embed(self.encoder_l, s2, view_k) if self.inter else None  # noqa: E741
         with record_function("skelfast.isc.loss"):
             bank = self.queue.bank.clone()  # the op saves it for backward; enqueue writes in place
             if self.inter:  # crossed: q against l and Queue_S2, r against k and Queue_S1

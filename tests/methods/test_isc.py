@@ -377,3 +377,14 @@ def test_official_checkpoint_loads() -> None:
     del official["module.Queue_S2"]
     with pytest.raises(KeyError, match="Queue_S2"):
         target.load_official_state_dict(official)
+
+
+def test_runs_under_bf16_autocast() -> None:
+    """``skelfast pretrain --amp bf16``: embeddings are cast to the queue's dtype before the loss."""
+    method = ISC(tiny(pair="seq-image"))
+    x, lengths = batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = method(x, lengths, torch.Generator().manual_seed(0))
+    out.loss.backward()
+    assert out.loss.dtype == torch.float32 and torch.isfinite(out.loss)
+    assert method.queue.bank.dtype == torch.float32 and torch.isfinite(method.queue.bank).all()
