@@ -151,6 +151,12 @@ class CRRLFeatures(FeatureEncoder):
         return self.module.representation(frame_vectors(x, self.frame_layout), lengths.cpu())
 
 
+def _restore_stage(method: CRRL, _incompatible_keys: object) -> None:
+    """After ``load_state_dict``: requires_grad and modes of the stage the loaded buffer names (a
+    module-level function, not a lambda, so the method stays picklable)."""
+    method._apply_stage(STAGES[int(method.stage_index)])
+
+
 class CRRL(PretrainMethod):
     """CRRL's two pretraining stages on the MoCo core (see the module docstring).
 
@@ -181,9 +187,7 @@ class CRRL(PretrainMethod):
         self.recipe = NoAugmentation()
         self.register_buffer("stage_index", torch.zeros((), dtype=torch.long))
         self._stage = "contrast"  # mirrors stage_index without a device read per step
-        self.register_load_state_dict_post_hook(
-            lambda module, _keys: module._apply_stage(STAGES[int(module.stage_index)])
-        )
+        self.register_load_state_dict_post_hook(_restore_stage)
         self._apply_stage("contrast")
 
     # --- stages -----------------------------------------------------------------------------------
