@@ -108,6 +108,29 @@ def test_loss_equals_literal_crossed_composition() -> None:
     assert torch.equal(method.queue.level(0)[4:], queue_s1[4:])
 
 
+def test_intra_variant_is_plain_moco() -> None:
+    """``pair="seq"``: builder_intra.MoCo, CE([q.k, q.queue] / tau) with the one queue."""
+    method = ISC(tiny(pair="seq")).double()
+    perturb_queries(method)
+    x, lengths = batch(dtype=torch.float64)
+    before = copy.deepcopy(method)
+    out = method(x, lengths, torch.Generator().manual_seed(4))
+    g = torch.Generator().manual_seed(4)
+    recipe = CropResizeSpatial(t_out=FRAMES, min_length=FRAMES)
+    v1 = augment(x, lengths, recipe.sample(lengths, 25, g))
+    v2 = augment(x, lengths, recipe.sample(lengths, 25, g))
+    with torch.no_grad():
+        for pk, pq in zip(before.encoder_k.parameters(), before.encoder_q.parameters(), strict=True):
+            pk.copy_(pk * 0.9 + pq * 0.1)
+        k = F.normalize(before.encoder_k(seq_literal(v2)), dim=1)
+    q = F.normalize(before.encoder_q(seq_literal(v1)), dim=1)
+    logits = torch.cat([(q * k).sum(1, keepdim=True), q @ before.queue.bank.T], 1) / 0.07
+    expected = F.cross_entropy(logits, torch.zeros(4, dtype=torch.long))
+    assert_close(out.loss, expected, atol=1e-10, rtol=1e-10, what="intra loss")  # float64
+    assert not hasattr(method, "encoder_r") and method.queue.bank.shape == (12, 8)
+    assert_close(method.queue.level(0)[:4], k, atol=1e-12, rtol=0, what="queue")
+
+
 def test_sgd_step_trains_both_query_encoders_only() -> None:
     method = ISC(tiny(pair="seq-graph"))
     x, lengths = batch()
