@@ -57,9 +57,8 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     show.add_argument(
         "--normalization",
         choices=NORMALIZATIONS,
-        default="agcn",
-        help="--synthetic: the normalisation applied first (default agcn, as `skelfast data synthetic` "
-        "writes it; none: Kinect camera space)",
+        help="--synthetic: the normalisation applied first (default: each method's config's, e.g. "
+        "frame50 for HiCLR, agcn for ISC; none: Kinect camera space)",
     )
 
 
@@ -117,31 +116,43 @@ def _embedding(args: argparse.Namespace, out_dir: object) -> object:
     return path
 
 
-def _load_sample(args: argparse.Namespace) -> tuple[object, int, str]:
-    """(x (3, T, V, M) tensor, valid length, description) of the sample to show."""
+def _samples(args: argparse.Namespace, methods: list[str]) -> dict[str, tuple[object, int, str]]:
+    """Per method, (x (3, T, V, M) tensor, valid length, description) of the sample to show: the
+    --data sample as it is, or the synthetic one under ``--normalization`` (default: the method's
+    config's ``[data] normalization``, so each method's views start from the data it trains on)."""
     import torch
 
     if args.data is not None:
         from skelfast.data.datasets import SkeletonDataset
 
+        if args.normalization is not None:
+            raise ValueError(
+                "--normalization applies to --synthetic data (a --data folder is already prepared)"
+            )
         dataset = SkeletonDataset.from_split(args.data, args.part)
         if not 0 <= args.index < len(dataset):
             raise ValueError(
                 f"--index {args.index} outside the {len(dataset)} samples of {args.data} ({args.part})"
             )
         x, length, label, _ = dataset[args.index]
-        return x, int(length), f"{args.data} {args.part}[{args.index}], label {int(label)}"
+        sample = (x, int(length), f"{args.data} {args.part}[{args.index}], label {int(label)}")
+        return dict.fromkeys(methods, sample)
+    from skelfast.configs import load_config
     from skelfast.data import normalize
     from skelfast.data.synthetic import generate
 
     if args.index < 0:
         raise ValueError(f"--index must be >= 0, got {args.index}")
     synth = generate(num_samples=args.index + 1, num_classes=60)
-    data, num_frame = normalize.normalize(
-        synth.data[args.index :], synth.num_frame[args.index :], args.normalization
-    )
-    label = int(synth.labels[args.index])
-    return torch.from_numpy(data[0]), int(num_frame[0]), f"synthetic[{args.index}], label {label}"
+    out = {}
+    for method in methods:
+        name = args.normalization or load_config(method).get("data", {}).get("normalization", "agcn")
+        data, num_frame = normalize.normalize(
+            synth.data[args.index :].copy(), synth.num_frame[args.index :], name
+        )
+        what = f"synthetic[{args.index}] ({name}), label {int(synth.labels[args.index])}"
+        out[method] = (torch.from_numpy(data[0]), int(num_frame[0]), what)
+    return out
 
 
 def _show(args: argparse.Namespace) -> int:
@@ -154,18 +165,19 @@ def _show(args: argparse.Namespace) -> int:
     if args.frames < 1 or args.gif_frames < 1:
         print("skelfast show: --frames and --gif-frames must be >= 1", file=sys.stderr)
         return 2
+    methods = list(METHOD_VIEWS) if args.method == "all" else [args.method]
     try:
-        x, length, what = _load_sample(args)
+        samples = _samples(args, methods)
     except (FileNotFoundError, ValueError) as err:
         print(f"skelfast show: {err}", file=sys.stderr)
         return 2
-    raw = View("raw", x.numpy(), length)
-    up = up_axis(raw.x, raw.length)
     generator = torch.Generator().manual_seed(args.seed)
-    methods = list(METHOD_VIEWS) if args.method == "all" else [args.method]
     out = Path(args.out)
-    print(f"{what}: {length} frames, up axis {'+-'[up[1] < 0]}{'xyz'[up[0]]}")
     for method in methods:
+        x, length, what = samples[method]
+        raw = View("input", x.numpy(), length)
+        up = up_axis(raw.x, raw.length)
+        print(f"{method}: {what}: {length} frames, up axis {'+-'[up[1] < 0]}{'xyz'[up[0]]}")
         views = [raw, *method_views(x, length, method, generator)]
         stem = out / f"sample{args.index}_{method}"
         for path in (

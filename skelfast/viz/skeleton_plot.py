@@ -153,11 +153,25 @@ def front_view(x: torch.Tensor | np.ndarray, up: tuple[int, float], turn_deg: fl
 
 
 def _limits(points: np.ndarray) -> tuple[np.ndarray, float]:
-    """Centre (3,) and half-width of a cube holding all (P, 3) points (equal scaling on every axis)."""
+    """Centre (3,) and half-width of the cube a view is drawn in (equal scaling on every axis).
+
+    The cube spans the 1st-99th percentile of the (P, 3) points on each axis plus 15%: a stray joint
+    (a missing joint's zeros moved by the normalisation, a masked joint) then falls outside the box
+    (its bones are clipped away where matplotlib can, 3.10+) instead of shrinking the person to a dot.
+    """
     if len(points) == 0:
         return np.zeros(3), 1.0
-    lo, hi = points.min(axis=0), points.max(axis=0)
-    return (lo + hi) / 2, max(float((hi - lo).max()) / 2, 1e-3) * 1.05
+    lo, hi = np.percentile(points, [1.0, 99.0], axis=0)
+    return (lo + hi) / 2, max(float((hi - lo).max()) / 2, 1e-3) * 1.15
+
+
+def _clip_option() -> dict[str, bool]:
+    """Clip lines to the axes box where matplotlib can (``axlim_clip``, 3.10+)."""
+    import inspect
+
+    from mpl_toolkits.mplot3d import Axes3D
+
+    return {"axlim_clip": True} if "axlim_clip" in inspect.signature(Axes3D.plot).parameters else {}
 
 
 class _Panel:
@@ -180,8 +194,9 @@ class _Panel:
         ax.set_xticklabels([]), ax.set_yticklabels([]), ax.set_zticklabels([])
         ax.tick_params(length=0)
         num_bodies, num_bones = self.segments.shape[1], self.segments.shape[2]
+        clip = _clip_option()
         self.lines = [
-            [ax.plot([], [], [], color=self.BODY_COLORS[m % 2], lw=1.5)[0] for _ in range(num_bones)]
+            [ax.plot([], [], [], color=self.BODY_COLORS[m % 2], lw=1.5, **clip)[0] for _ in range(num_bones)]
             for m in range(num_bodies)
         ]
 

@@ -174,7 +174,10 @@ def test_show_command_writes_png_and_gif(tmp_path, capsys):
     out = tmp_path / "show"
     args = ["show", "--data", str(tmp_path / "split"), "--part", "val", "--index", "1", "--method", "crrl"]
     assert main([*args, "--frames", "2", "--gif-frames", "2", "--out", str(out)]) == 0
-    assert "label 1: 10 frames, up axis +y" in capsys.readouterr().out
+    assert (
+        "crrl: " + str(tmp_path / "split") + " val[1], label 1: 10 frames, up axis +y"
+        in capsys.readouterr().out
+    )
     assert imread(out / "sample1_crrl.png").size > 0
     with Image.open(out / "sample1_crrl.gif") as im:
         assert im.n_frames == 2
