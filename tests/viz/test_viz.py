@@ -151,6 +151,14 @@ def test_absent_bodies_and_bad_views_are_handled(tmp_path):
         skeleton_plot.write_gif([], tmp_path / "x.gif")
 
 
+def test_a_stray_joint_does_not_shrink_the_person():
+    person = standing_person(frames=10)
+    person[:, 4, 7, 0] = 50.0  # one joint of one frame far away: 1 point in 250
+    ax = skeleton_plot.grid_figure([View("stray", person, 10)], frames=1, **SMALL).axes[0]
+    lo, hi = ax.get_zlim()  # plot z = data y: the person spans 0.1 (ankles) to 1.72 (head)
+    assert lo < 0.1 and hi > 1.72 and hi - lo < 2.5
+
+
 def test_method_views_follow_each_recipe():
     x = torch.from_numpy(standing_person(frames=40, wave=True)).float()
     views = {
