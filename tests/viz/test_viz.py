@@ -351,6 +351,11 @@ def test_plot_command_without_eval_folder(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert f"skipped: no {run / 'eval'} folder: accuracy not drawn" in printed
     assert sorted(p.name for p in out.iterdir()) == ["loss.png", "lr.png", "throughput.png"]
+    assert main(["plot", str(run), "--out", str(out), "--embedding", "--data", str(tmp_path)]) == 0
+    assert (
+        f"skipped: embedding not drawn: checkpoint not found: {run / 'checkpoint_last.pt'}"
+        in capsys.readouterr().out
+    )
     assert main(["plot", str(tmp_path / "missing")]) == 2
     assert "run folder not found" in capsys.readouterr().err
     empty = tmp_path / "empty"
