@@ -11,9 +11,10 @@ The pipeline has three pure steps and two drawers:
 3. ``front_view``: the camera azimuth in front of the person (shoulders -> facing), turned a little
    for a three-quarter view so depth reads.
 
-``grid_figure``/``draw_grid`` build/write a PNG with one row per view and K frames across; ``write_gif`` animates all views
-side by side (matplotlib.animation.PillowWriter). ``method_views`` draws each method's augmented views
-of one sample with ``skelfast.augment.RECIPES`` so data and augmentations can be checked by eye.
+``grid_figure`` (``draw_grid`` writes it as a PNG) has one row per view and K frames across;
+``write_gif`` animates all views side by side (matplotlib.animation.PillowWriter). ``method_views``
+draws each method's augmented views of one sample with ``skelfast.augment.RECIPES`` so data and
+augmentations can be checked by eye.
 
 Figures are built on matplotlib's Agg canvas directly (no pyplot, no display).
 """
