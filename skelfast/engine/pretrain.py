@@ -17,6 +17,13 @@ batch's bad samples, before anything of the bad step is saved.
 
 The run folder holds ``config.toml`` (the full config after overrides; ``[data] path`` is the data
 folder used), the checkpoints, and ``metrics.csv`` (``skelfast.engine.metrics``).
+
+``[train]`` keys the engine reads (unknown keys are an error): ``epochs``, ``batch_size`` (the global
+batch under DDP), ``drop_last``, ``seed``; the optimizer and schedule keys of
+``skelfast.engine.optim``; ``checkpoint_every`` (epochs between snapshots), ``checkpoint_steps``;
+``amp`` (``"none"`` | ``"bf16"``: ``torch.autocast`` of the forward); ``num_workers``;
+``find_unused_parameters`` (DDP); ``deterministic`` (deterministic CUDA kernels). A
+``[train.<stage>]`` table overrides them for one stage.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import contextlib
 import copy
 import datetime
 import math
+import os
 import random
 import sys
 import time
@@ -47,7 +55,7 @@ TRAIN_KEYS = frozenset(
     {
         "epochs", "batch_size", "drop_last", "optimizer", "lr", "momentum", "weight_decay", "nesterov",
         "betas", "eps", "schedule", "milestones", "gamma", "warmup_epochs", "seed", "checkpoint_every",
-        "checkpoint_steps", "amp", "num_workers", "find_unused_parameters",
+        "checkpoint_steps", "amp", "num_workers", "find_unused_parameters", "deterministic",
     }
 )  # fmt: skip
 # settings that may change when a run is resumed: they do not change what is computed
@@ -280,29 +288,12 @@ class _Run:
         model = distributed.wrap_ddp(
             self.method, self.info, self.device, bool(train.get("find_unused_parameters", False))
         )
-        loader = distributed.ShardedLoader(
-            dataset,
-            batch_size,
-            rank=self.info.rank,
-            world_size=self.info.world_size,
-            shuffle=True,
-            seed=loader_seed(self.seed, stage_index),
-            num_workers=int(train.get("num_workers", 0)),
-            drop_last=bool(train.get("drop_last", True)),
-            device=self.device,
-            pin_memory=self.device.type == "cuda",
-        )
+        loader = self._loader(dataset, train, stage_index)
         batches = len(loader)
-        if batches == 0:
-            raise ValueError(
-                f"{self.data_dir}: {len(dataset)} training samples make no batch of {batch_size} (drop_last)"
-            )
-        amp = str(train.get("amp", "none"))
-        autocast = (
-            (lambda: torch.autocast(self.device.type, dtype=torch.bfloat16))
-            if amp == "bf16"
-            else contextlib.nullcontext
-        )
+        if str(train.get("amp", "none")) == "bf16":
+            autocast: Callable[[], Any] = lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)
+        else:
+            autocast = contextlib.nullcontext
         every_steps = int(train.get("checkpoint_steps", 0))
         remaining = (epochs - self.pos.epoch) * batches - self.pos.batch_in_epoch
         if self.max_steps is not None:
@@ -363,6 +354,27 @@ class _Run:
         finally:
             bar.close()
         return True
+
+    def _loader(self, dataset: Any, train: Mapping[str, Any], stage_index: int) -> distributed.ShardedLoader:
+        """This rank's share of each global batch, in the stage's order (``loader_seed``)."""
+        loader = distributed.ShardedLoader(
+            dataset,
+            int(train["batch_size"]),
+            rank=self.info.rank,
+            world_size=self.info.world_size,
+            shuffle=True,
+            seed=loader_seed(self.seed, stage_index),
+            num_workers=int(train.get("num_workers", 0)),
+            drop_last=bool(train.get("drop_last", True)),
+            device=self.device,
+            pin_memory=self.device.type == "cuda",
+        )
+        if len(loader) == 0:
+            raise ValueError(
+                f"{self.data_dir}: {len(dataset)} training samples make no batch of {train['batch_size']} "
+                "(drop_last)"
+            )
+        return loader
 
     @staticmethod
     def _epoch_line(
@@ -555,6 +567,12 @@ def _pretrain(
     if "method" not in config:
         raise ValueError('the config names no method (top-level `method = "..."`)')
     seed = int(config.get("train", {}).get("seed", 0))
+    if config.get("train", {}).get("deterministic", False):
+        # deterministic CUDA kernels (cuBLAS needs its workspace setting before it starts), as
+        # HiCLR's init_seed turns cudnn.deterministic on; CPU runs are deterministic already
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
     random.seed(seed)

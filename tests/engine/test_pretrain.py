@@ -4,6 +4,7 @@ synthetic-data cache, and ``skelfast pretrain`` end to end."""
 from __future__ import annotations
 
 import math
+import sys
 from functools import partial
 
 import numpy as np
@@ -16,7 +17,7 @@ from skelfast.data.datasets import SkeletonDataset, SkeletonLoader
 from skelfast.engine import checkpoint as ck
 from skelfast.engine import synthetic_data
 from skelfast.engine.distributed import ShardedLoader, epoch_order
-from skelfast.engine.metrics import read_metrics
+from skelfast.engine.metrics import MetricsWriter, read_metrics
 from skelfast.engine.optim import LRSchedule, build_optimizer
 from skelfast.engine.pretrain import PretrainError, pretrain, stage_train_config
 from tests.engine import ToyConfig, ToyMethod, toy_config, write_split
@@ -315,3 +316,55 @@ def test_cli_method_names_match_the_registry():
     from skelfast.methods import METHODS
 
     assert sorted(METHOD_NAMES) == sorted(METHODS)
+
+
+# --- metrics --------------------------------------------------------------------------------------------
+
+
+def test_metrics_widen_for_new_terms_drop_redone_rows_and_feed_tensorboard(tmp_path, monkeypatch):
+    import types
+
+    scalars = []
+
+    class FakeWriter:  # stands in for tensorboard's SummaryWriter (not a dependency)
+        def __init__(self, log_dir):
+            self.log_dir = log_dir
+
+        def add_scalar(self, tag, value, step):
+            scalars.append((tag, value, step))
+
+        def close(self):
+            pass
+
+    monkeypatch.setitem(
+        sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=FakeWriter)
+    )
+    base = {"stage": "contrast", "epoch": 0, "lr": 0.05, "samples_per_s": 10.0}
+    writer = MetricsWriter(tmp_path)
+    writer.write({**base, "step": 1, "loss": 2.5, "nce": 2.5})
+    writer.write({**base, "stage": "reconstruct", "step": 2, "loss": 1.5, "distill": 0.5})
+    writer.write({**base, "step": 3, "loss": 1.0, "nce": 1.0})
+    writer.close()
+    rows = read_metrics(tmp_path / "metrics.csv")
+    assert list(rows[0]) == ["stage", "epoch", "step", "loss", "lr", "samples_per_s", "nce", "distill"]
+    assert [(r["step"], r["nce"], r["distill"]) for r in rows] == [
+        ("1", "2.5", ""),
+        ("2", "", "0.5"),
+        ("3", "1", ""),
+    ]
+    assert ("train/loss", 1.5, 2) in scalars and ("train/distill", 0.5, 2) in scalars
+
+    resumed = MetricsWriter(tmp_path, resume_step=1, tensorboard=False)  # steps 2 and 3 are redone
+    resumed.write({**base, "step": 2, "loss": 9.0, "nce": 9.0})
+    resumed.close()
+    assert [(r["step"], r["loss"]) for r in read_metrics(tmp_path / "metrics.csv")] == [
+        ("1", "2.5"),
+        ("2", "9"),
+    ]
+    before = (tmp_path / "metrics.csv").read_text()
+    MetricsWriter(tmp_path, enabled=False).write({**base, "step": 3, "loss": 0.0})  # rank > 0: writes nothing
+    assert (tmp_path / "metrics.csv").read_text() == before
+    with pytest.raises(ValueError, match=r"lacks \['lr'\]"):
+        MetricsWriter(tmp_path / "new").write(
+            {"stage": "s", "epoch": 0, "step": 1, "loss": 1.0, "samples_per_s": 1}
+        )
