@@ -189,6 +189,27 @@ def test_show_command_writes_png_and_gif(tmp_path, capsys):
     assert imread(out / "sample1_crrl.png").size > 0
     with Image.open(out / "sample1_crrl.gif") as im:
         assert im.n_frames == 2
+    # synthetic: CRRL's config prepares data with 2s-AGCN's normalisation, which turns the spine onto +z
+    assert (
+        main(
+            [
+                "show",
+                "--synthetic",
+                "--method",
+                "crrl",
+                "--frames",
+                "1",
+                "--gif-frames",
+                "2",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert "crrl: synthetic[0] (agcn), label 0: " in printed and "frames, up axis +z" in printed
+    assert imread(out / "sample0_crrl.png").size > 0
     assert main(["show", "--data", str(tmp_path / "split"), "--part", "val", "--index", "5"]) == 2
     assert "--index 5 outside the 2 samples" in capsys.readouterr().err
 
