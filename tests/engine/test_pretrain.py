@@ -194,6 +194,16 @@ def test_max_steps_stop_and_resume_equal_an_uninterrupted_crrl_run(tmp_path, mon
     }
 
 
+def test_loader_worker_processes_change_nothing(tmp_path):
+    data = write_split(tmp_path / "data", n=12)
+    quiet = {"progress": False, "log": lambda _: None, "method": ToyMethod}
+    inline = pretrain(toy_config(epochs=1), data, tmp_path / "inline", **quiet)
+    workers = pretrain(toy_config(epochs=1, num_workers=2), data, tmp_path / "workers", **quiet)
+    _assert_same_state(
+        ck.load_checkpoint(inline / ck.LAST)["method"], ck.load_checkpoint(workers / ck.LAST)["method"]
+    )
+
+
 def test_resume_refuses_a_changed_config_and_a_fresh_run_refuses_an_used_folder(tmp_path):
     data = write_split(tmp_path / "data", n=8)
     config = toy_config(epochs=1)
