@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from skelfast.cli import main
-from skelfast.configs import load_config
+from skelfast.configs import available, load_config
 from skelfast.data.datasets import SkeletonDataset, SkeletonLoader
 from skelfast.engine import checkpoint as ck
 from skelfast.engine import synthetic_data
@@ -88,6 +88,13 @@ def test_optimizer_and_schedule_reject_bad_settings():
         stage_train_config(
             {"train": {"epochs": 1, "batch_size": 2, "lr": 0.1, "milestone": [3]}}, "pretrain", ["pretrain"]
         )
+
+
+@pytest.mark.parametrize("name", available())
+def test_every_shipped_config_is_a_valid_training_recipe(name):
+    config = load_config(name)
+    train = stage_train_config(config, "pretrain", [])  # no [train.<stage>] tables in shipped configs
+    assert LRSchedule.from_config(train).lr_at(0) == train["lr"] or train.get("warmup_epochs", 0) > 0
 
 
 def test_stage_tables_override_the_shared_train_settings():
