@@ -46,7 +46,7 @@ import torch
 
 from skelfast.engine import checkpoint as ckpt_io
 from skelfast.engine import distributed
-from skelfast.engine.metrics import MetricsWriter
+from skelfast.engine.metrics import BASE_COLUMNS, MetricsWriter
 from skelfast.engine.optim import OPTIMIZERS, LRSchedule, build_optimizer, set_lr
 from skelfast.methods import PretrainMethod, build_method
 from skelfast.progress import Progress
@@ -412,6 +412,11 @@ class _Run:
         except Exception as err:  # reported below, once every rank knows (none is left in a collective)
             error, loss = err, torch.tensor(float("nan"), device=self.device)
         names = list(out.terms) if error is None and out is not None else []
+        clash = sorted(set(names) & set(BASE_COLUMNS))
+        if clash:
+            raise ValueError(
+                f"{self.method.name}: loss terms {clash} would overwrite metrics columns; rename them"
+            )
         # one host sync in a single process: [loss, failed, *terms]; under DDP the ranks' means
         head = [loss.detach().float(), torch.tensor(float(error is not None), device=loss.device)]
         terms = [out.terms[k].detach().float().reshape(()).to(loss.device) for k in names] if out else []
