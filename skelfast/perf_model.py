@@ -8,8 +8,9 @@ MODEL, NOT A MEASUREMENT. Rules:
 - a kernel takes ``max(bytes / HBM bandwidth, flops / peak)`` with the peak of the arithmetic it uses
   (fp32 CUDA cores for fp32 and IEEE-fp32 dots, as torch's default matmul precision; bf16 tensor cores
   for bf16 dots); a row's time is the sum over its kernels;
-- launch overhead (a few microseconds per kernel, and Python's per-op cost) is NOT in the time: the
-  ``launches`` column says how much of it each side pays.
+- launch overhead is NOT in the roofline time; a second column adds ``LAUNCH_S`` (5 us, an assumed
+  cost of one eager PyTorch op: Python dispatch plus the launch) per kernel, because below ~20 us
+  per op the count of launches, not the bytes, decides.
 
 The reference kernels are those the reference code path runs (``skelfast/reference/``), in the
 order ``torch.profiler`` lists their ATen ops on the CPU (einsum's permute copies and bmm, cat, div,
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 # NVIDIA H100 SXM5 limits (datasheet): HBM3 bandwidth, fp32 (non-tensor) and dense bf16 tensor peaks.
 H100 = {"name": "H100 SXM", "hbm_bytes_per_s": 3.35e12, "fp32": 67e12, "bf16": 989e12, "sms": 132}
 NOTE = "model, not a measurement: H100 SXM limits (3.35 TB/s HBM, 67 TFLOP/s fp32, 989 TFLOP/s bf16 dense)"
+LAUNCH_S = 5e-6  # assumed cost of one eager op (dispatch + launch), for the "+ launches" column
 
 FP32 = 4
 
@@ -72,6 +74,10 @@ class ModelRow:
 
     def seconds(self, device: dict = H100) -> float:
         return sum(k.seconds(device) for k in self.kernels)
+
+    def seconds_with_launches(self, device: dict = H100, per_launch: float = LAUNCH_S) -> float:
+        """The roofline time plus ``per_launch`` for every kernel launch."""
+        return self.seconds(device) + per_launch * self.launches
 
     def bound(self, device: dict = H100) -> str:
         """ "memory" or "compute": which side of the roofline most of the modelled time is on."""
@@ -270,7 +276,7 @@ def info_nce_fused_kernels(
     kernels = [
         _ew("torch.cat(queries)", r * d, r * d, size, 0),
         Kernel("work table (host to device)", 0, items * 5 * 4, 0),
-        _ew("partials init (lse, o, best, idx)", 0, slots * r * (d + 3), FP32, 0),
+        Kernel("partials init (lse, o, best, idx: 4 fills)", 0, slots * r * (d + 3) * FP32, 0, launches=4),
         Kernel(
             "queue_stats_fwd (Triton): q.k, online lse, p.k",
             (q_reads + bank_rows) * d * size + items * 5 * 4,
@@ -542,22 +548,25 @@ def model_rows(include_momentum: bool = True) -> list[ModelRow]:
 
 
 def format_table(rows: Sequence[ModelRow], device: dict = H100) -> str:
-    """A markdown table: per row MB moved, GFLOP, launches, bound and modelled time; on each fused row
-    the reference/fused ratios of bytes and time."""
+    """A markdown table: per row MB moved, GFLOP, launches, bound, modelled time (roofline, and with
+    ``LAUNCH_S`` per launch); on each fused row the reference/fused ratios."""
     lines = [
-        f"Performance model ({NOTE}).",
+        f"Performance model ({NOTE}; '+launches' adds {LAUNCH_S * 1e6:.0f} us per kernel launch).",
         "",
-        "| op | case | impl | kernels | MB moved | GFLOP | bound | time us | bytes ref/fused | time ref/fused |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| op | case | impl | kernels | MB moved | GFLOP | bound | time us | +launches us "
+        "| bytes ref/fused | time ref/fused | +launches ref/fused |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     pairs = {(r.op, r.case): r for r in rows if r.impl == "reference"}
     for r in rows:
         ref = pairs.get((r.op, r.case)) if r.impl == "fused" else None
         ratio_b = f"{ref.bytes / r.bytes:.1f}x" if ref else ""
         ratio_t = f"{ref.seconds(device) / r.seconds(device):.1f}x" if ref else ""
+        ratio_l = f"{ref.seconds_with_launches(device) / r.seconds_with_launches(device):.1f}x" if ref else ""
         lines.append(
             f"| {r.op} | {r.case} | {r.impl} | {r.launches} | {r.bytes / 1e6:.2f} | {r.flops / 1e9:.3f} | "
-            f"{r.bound(device)} | {r.seconds(device) * 1e6:.1f} | {ratio_b} | {ratio_t} |"
+            f"{r.bound(device)} | {r.seconds(device) * 1e6:.1f} | {r.seconds_with_launches(device) * 1e6:.0f} | "
+            f"{ratio_b} | {ratio_t} | {ratio_l} |"
         )
     return "\n".join(lines)
 

@@ -221,7 +221,10 @@ def _op_call(op: str, method: str, config: dict[str, Any], batch: int, device: s
         raise ValueError(f"profile: unknown --op {op!r}; choose one of {OPS}")
     k = int(model.get("queue_size", 16384))
     tau = float(model.get("temperature", 0.07))
-    d = int(model.get("feature_dim", model.get("dim", 512 if method == "crrl" else 128)))
+    if method == "crrl":  # the bidirectional GRU's features: 2 x hidden_size
+        d = 2 * int(model.get("hidden_size", 256))
+    else:
+        d = int(model.get("feature_dim", model.get("dim", 128)))
 
     def unit(*shape: int, grad: bool = False) -> torch.Tensor:
         return F.normalize(torch.randn(*shape, generator=g), dim=-1).to(device).requires_grad_(grad)
@@ -352,7 +355,7 @@ def run(args: argparse.Namespace) -> int:
         params = [p for p in method.parameters() if p.requires_grad]
         optimizer = default_optimizer(params, config.get("train", {}))
         prof = profile_method(method, x, lengths, optimizer, args.steps, args.warmup, args.device, args.out)
-        what = f"{args.method} training steps (batch {batch}, frames {x.shape[2]})"
+        what = f"{args.method} training steps (batch {batch}, {x.shape[2]} input frames)"
     print(f"Profiled {args.steps} step(s) of {what} on {args.device}; Chrome trace: {args.out}")
     print(summary(prof, args.device, args.top))
     return 0
