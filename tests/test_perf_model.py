@@ -77,6 +77,10 @@ def test_time_is_the_roofline_bound_per_kernel():
     k = perf_model.Kernel("x", 3_350_000, 0, 670_000_000)  # compute-bound: 10 us
     assert k.seconds() == pytest.approx(1e-5)
     assert perf_model.Kernel("x", 0, 0, 989_000_000, "bf16").seconds() == pytest.approx(1e-6)
+    # a row sums its kernels; the launch column adds LAUNCH_S per launch (3 launches here)
+    row = perf_model.ModelRow("op", "case", "fused", (k, perf_model.Kernel("y", 0, 0, 0, launches=2)))
+    assert row.seconds() == pytest.approx(1e-5)
+    assert row.seconds_with_launches() == pytest.approx(1e-5 + 3 * perf_model.LAUNCH_S)
 
 
 def _profiled_kernels(fn) -> list[str]:
