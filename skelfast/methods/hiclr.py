@@ -103,6 +103,7 @@ class HiCLRConfig(MethodConfig):
                 raise ValueError(f"HiCLRConfig: a dsta_blocks entry is (in, out, inter, stride), got {block}")
 
     def to_dict(self) -> dict:
+        """The options as plain values (``dsta_blocks`` as a list of lists, for TOML and JSON)."""
         out = super().to_dict()
         out["dsta_blocks"] = [list(block) for block in self.dsta_blocks]
         return out
@@ -236,12 +237,14 @@ class HiCLR(PretrainMethod):
         with record_function("skelfast.hiclr.views"):
             views = self._views(x, generator)
         with record_function("skelfast.hiclr.query"):
-            q, q1, q2 = (F.normalize(z, dim=1) for z in self._encode_queries(views))
+            # features in the queue's dtype: under autocast the encoders return bf16/fp16, the loss runs in fp32
+            dtype = self.queue.bank.dtype
+            q, q1, q2 = (F.normalize(z.to(dtype), dim=1) for z in self._encode_queries(views))
         # the official order: query passes, then the momentum update and the key pass
         with record_function("skelfast.hiclr.key_update"):
             momentum_update(self.encoder_k, self.encoder_q, self.config.momentum)
         with record_function("skelfast.hiclr.key"), torch.no_grad():
-            k = F.normalize(self.encoder_k(views["k"]), dim=1)
+            k = F.normalize(self.encoder_k(views["k"]).to(dtype), dim=1)
         with record_function("skelfast.hiclr.loss"):
             # a snapshot: the loss saves the bank for backward and enqueue writes it in place
             loss, terms = self._loss(q, q1, q2, k, self.queue.bank.clone())

@@ -241,6 +241,18 @@ def test_dsta_encoder_and_streams_feature_encoder() -> None:
     assert fe(view, lengths).shape == (N, 16)
 
 
+def test_bf16_autocast_keeps_the_loss_and_queue_in_fp32() -> None:
+    # DSTA-Net (no graph_conv) under CPU autocast: the encoders return bf16, the loss and queue stay fp32
+    method = tiny(encoder="dsta", num_frames=T, dsta_blocks=[[8, 8, 4, 1], [8, 16, 4, 2]])
+    x, lengths = batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = step(method, x, lengths)
+    assert out.loss.dtype == torch.float32 and torch.isfinite(out.loss)
+    assert method.queue.bank.dtype == torch.float32
+    out.loss.backward()
+    assert method.mask_param.grad is not None
+
+
 def test_official_configs_build() -> None:
     config = load_config("hiclr")
     method = build_method(config["method"], config.get("model"))
