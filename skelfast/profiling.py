@@ -7,8 +7,9 @@ batch is prepared with the config's ``[data] normalization``, and after warm-up 
 GPU). The Chrome trace (open it in chrome://tracing or https://ui.perfetto.dev) has the ranges
 ``skelfast.step.{forward,backward,optimizer}``, each method's phases (``skelfast.hico.views``,
 ``...key_update``, ``...loss``, ...) and each op (``skelfast.graph_conv``, ``skelfast.augment``,
-``skelfast.info_nce``, ``skelfast.hiclr_loss``). Top-level imports stay light: the CLI imports this
-module for ``--help``.
+``skelfast.info_nce``, ``skelfast.hiclr_loss``).
+
+Top-level imports stay light: the CLI imports this module for ``--help``.
 """
 
 from __future__ import annotations
