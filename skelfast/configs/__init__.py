@@ -4,6 +4,7 @@ A config file has these tables (every key optional except ``method``):
 
 ```toml
 method = "hico"                # a name of skelfast.methods.METHODS
+base = "hico"                  # optional: start from another config and change only what follows
 dataset = "ntu60-xsub"         # what the official recipe was run on (informational)
 source = "run_pretraining.sh"  # where the numbers come from
 
@@ -72,13 +73,37 @@ def apply_overrides(config: dict[str, Any], overrides: list[str] | None) -> dict
     return out
 
 
-def load_config(name_or_path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
-    """Read a config (see the module docstring) and apply overrides; raises on a malformed file."""
-    path = config_path(name_or_path)
+def merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``changes`` laid over it, table by table (values and lists replace)."""
+    out = copy.deepcopy(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _read(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    if path in seen:
+        raise ValueError(f"{path}: `base` configs form a cycle: {' -> '.join(map(str, (*seen, path)))}")
     try:
         config = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as err:
         raise ValueError(f"{path}: not valid TOML: {err}") from err
+    base = config.pop("base", None)
+    if base is not None:
+        # a file path is relative to this config's folder; a bare name is a shipped config
+        parent = config_path(path.parent / base if str(base).endswith(".toml") else str(base))
+        config = merge(_read(parent, (*seen, path)), config)
+    return config
+
+
+def load_config(name_or_path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Read a config (see the module docstring), lay it over its ``base`` if it names one, and
+    apply overrides; raises on a malformed file."""
+    path = config_path(name_or_path)
+    config = _read(path)
     if "method" not in config:
-        raise ValueError(f"{path}: a config needs a top-level `method = \"...\"`")
+        raise ValueError(f'{path}: a config needs a top-level `method = "..."`')
     return apply_overrides(config, overrides)
