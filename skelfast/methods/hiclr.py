@@ -31,6 +31,7 @@ from skelfast.queue import MemoryQueue
 
 ENCODERS = ("stgcn", "dsta")
 KEY_INITS = ("independent", "copy")
+BODY_POOLINGS = ("mean", "present")
 
 
 @dataclass
@@ -44,6 +45,9 @@ class HiCLRConfig(MethodConfig):
             query encoder through the EMA; ``"copy"``: the key starts as an exact copy (MoCo).
         blur_normalized: False: the strong views' 15-tap Gaussian blur kernel is not divided by its
             sum (gain up to ~5x); True normalises it.
+        body_pooling: ``"mean"``: the pooled features of the M bodies are averaged, the all-zero second
+            body of single-person clips included (official); ``"present"``: only the bodies present
+            in the clip (non-zero anywhere before augmentation) are averaged.
     Speed option (not in the official code):
         batch_query_branches: False: three query passes, each with its own BatchNorm statistics
             (official); True: one pass over the 3N query views (joint BN statistics, other dropout
@@ -76,6 +80,7 @@ class HiCLRConfig(MethodConfig):
     # quirks and options (see the class docstring)
     key_init: str = "independent"
     blur_normalized: bool = False
+    body_pooling: str = "mean"
     batch_query_branches: bool = False
 
     def __post_init__(self) -> None:
@@ -83,6 +88,10 @@ class HiCLRConfig(MethodConfig):
             raise ValueError(f"HiCLRConfig: encoder must be one of {ENCODERS}, got {self.encoder!r}")
         if self.stream not in STREAMS:
             raise ValueError(f"HiCLRConfig: stream must be one of {STREAMS}, got {self.stream!r}")
+        if self.body_pooling not in BODY_POOLINGS:
+            raise ValueError(
+                f"HiCLRConfig: body_pooling must be one of {BODY_POOLINGS}, got {self.body_pooling!r}"
+            )
         if self.key_init not in KEY_INITS:
             raise ValueError(f"HiCLRConfig: key_init must be one of {KEY_INITS}, got {self.key_init!r}")
         if self.queue_size < 1 or self.feature_dim < 1:
@@ -138,14 +147,40 @@ def representation_dim(config: HiCLRConfig) -> int:
     return (config.dsta_blocks or HICLR_CONFIG)[-1][1]
 
 
+def present_bodies(x: torch.Tensor) -> torch.Tensor:
+    """(N, M) bool: which bodies of x (N, C, T, V, M) have a non-zero coordinate anywhere."""
+    return x.detach().abs().amax(dim=(1, 2, 3)) > 0
+
+
+def representation_of_present_bodies(
+    encoder: STGCN | DSTANet, x: torch.Tensor, present: torch.Tensor
+) -> torch.Tensor:
+    """x (N, C, T, V, M) -> (N, F): each body encoded as its own one-body sample (the encoders fold
+    bodies into the batch anyway, so BatchNorm sees the same rows), then averaged over the
+    ``present`` (N, M) bodies only; a sample with no body present averages all of them."""
+    n, c, t, v, m = x.shape
+    per_body = encoder.representation(x.permute(0, 4, 1, 2, 3).reshape(n * m, c, t, v, 1)).view(n, m, -1)
+    weight = present.to(per_body.dtype)
+    weight = torch.where(weight.sum(1, keepdim=True) > 0, weight, torch.ones_like(weight))
+    return (per_body * (weight / weight.sum(1, keepdim=True))[..., None]).sum(1)
+
+
 class HiCLRFeatures(FeatureEncoder):
     """HiCLR's query encoder for the evaluation protocols: the (N, 256) representation pooled over
     time and joints and averaged over the two bodies (before the projection head). The official
     linear evaluation reads the 50-frame data without augmentation (``Feeder_single`` with shear and
     crop off), converted to the pretraining stream, for training and testing alike."""
 
+    def __init__(
+        self, module: nn.Module, feature_dim: int, recipe: object, body_pooling: str = "mean"
+    ) -> None:
+        super().__init__(module, feature_dim, recipe, recipe)
+        self.body_pooling = body_pooling
+
     def features(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """x (N, 3, T, V, M) already in the stream (``test_recipe``) -> (N, feature_dim)."""
+        if self.body_pooling == "present":  # the transform keeps an absent body all zero
+            return representation_of_present_bodies(self.module, x, present_bodies(x))
         return self.module.representation(x)
 
 
@@ -201,11 +236,19 @@ class HiCLR(PretrainMethod):
             views[name] = augment(x, valid_dev, params, fill=fill)
         return views
 
-    def _encode_queries(self, views: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+    def _encode(self, encoder: nn.Module, x: torch.Tensor, present: torch.Tensor | None) -> torch.Tensor:
+        if present is None:  # official: the encoder's own mean over all M bodies
+            return encoder(x)
+        return encoder.project(representation_of_present_bodies(encoder, x, present))
+
+    def _encode_queries(
+        self, views: dict[str, torch.Tensor], present: torch.Tensor | None
+    ) -> list[torch.Tensor]:
         branches = [views["q"], views["q1"], views["q2"]]
         if self.config.batch_query_branches:
-            return list(self.encoder_q(torch.cat(branches)).chunk(3))
-        return [self.encoder_q(b) for b in branches]
+            both = None if present is None else present.repeat(3, 1)
+            return list(self._encode(self.encoder_q, torch.cat(branches), both).chunk(3))
+        return [self._encode(self.encoder_q, b, present) for b in branches]
 
     def _loss(
         self, q: torch.Tensor, q1: torch.Tensor, q2: torch.Tensor, k: torch.Tensor, bank: torch.Tensor
@@ -235,16 +278,18 @@ class HiCLR(PretrainMethod):
         if x.dim() != 5 or x.shape[1] != 3:
             raise ValueError(f"HiCLR: x must be (N, 3, T, V, M), got shape {tuple(x.shape)}")
         with record_function("skelfast.hiclr.views"):
+            # which bodies exist is read off the raw clip: noise and the mask token fill an absent body too
+            present = present_bodies(x) if self.config.body_pooling == "present" else None
             views = self._views(x, generator)
         with record_function("skelfast.hiclr.query"):
             # features in the queue's dtype: under autocast the encoders return bf16/fp16, the loss runs in fp32
             dtype = self.queue.bank.dtype
-            q, q1, q2 = (F.normalize(z.to(dtype), dim=1) for z in self._encode_queries(views))
+            q, q1, q2 = (F.normalize(z.to(dtype), dim=1) for z in self._encode_queries(views, present))
         # the official order: query passes, then the momentum update and the key pass
         with record_function("skelfast.hiclr.key_update"):
             momentum_update(self.encoder_k, self.encoder_q, self.config.momentum)
         with record_function("skelfast.hiclr.key"), torch.no_grad():
-            k = F.normalize(self.encoder_k(views["k"]).to(dtype), dim=1)
+            k = F.normalize(self._encode(self.encoder_k, views["k"], present).to(dtype), dim=1)
         with record_function("skelfast.hiclr.loss"):
             # a snapshot: the loss saves the bank for backward and enqueue writes it in place
             loss, terms = self._loss(q, q1, q2, k, self.queue.bank.clone())
@@ -255,4 +300,6 @@ class HiCLR(PretrainMethod):
     def feature_encoder(self) -> HiCLRFeatures:
         """The query encoder's pooled representation, on unaugmented clips of the config's stream."""
         recipe = NoAugmentation(stream=self.config.stream)
-        return HiCLRFeatures(self.encoder_q, representation_dim(self.config), recipe, recipe)
+        return HiCLRFeatures(
+            self.encoder_q, representation_dim(self.config), recipe, self.config.body_pooling
+        )

@@ -241,6 +241,32 @@ def test_dsta_encoder_and_streams_feature_encoder() -> None:
     assert fe(view, lengths).shape == (N, 16)
 
 
+def test_body_pooling_present_equals_official_mean_when_every_body_is_present() -> None:
+    # each body encoded as its own sample is how the encoders fold bodies anyway: same BN rows, same dropout
+    official = tiny().double()
+    present = copy.deepcopy(official)
+    present.config.body_pooling = "present"
+    x, lengths = batch(torch.float64)
+    a, b = step(official, x, lengths), step(present, x, lengths)
+    assert_close(a.loss, b.loss, atol=1e-10, rtol=1e-10, what="loss")
+
+
+def test_body_pooling_present_ignores_the_zero_second_body() -> None:
+    method = tiny(body_pooling="present").double().eval()
+    x, lengths = batch(torch.float64)
+    x[1, ..., 1] = 0  # sample 1: a single-person clip
+    features = method.feature_encoder()
+    alone = method.encoder_q.representation(x[1:2, ..., :1])
+    assert_close(features(x, lengths)[1:2], alone, atol=1e-12, rtol=1e-10, what="present bodies only")
+    official = copy.deepcopy(method)
+    official.config.body_pooling = "mean"
+    with_zero = official.feature_encoder()(x, lengths)[1:2]
+    # the official mean: (body 0 + the zero body's features) / 2, and a zero body has non-zero features
+    zero_body = official.encoder_q.representation(torch.zeros_like(x[1:2, ..., :1]))
+    assert_close(with_zero, (alone + zero_body) / 2, atol=1e-12, rtol=1e-10, what="official mean")
+    assert not torch.allclose(with_zero, alone)
+
+
 def test_bf16_autocast_keeps_the_loss_and_queue_in_fp32() -> None:
     # DSTA-Net (no graph_conv) under CPU autocast: the encoders return bf16, the loss and queue stay fp32
     method = tiny(encoder="dsta", num_frames=T, dsta_blocks=[[8, 8, 4, 1], [8, 16, 4, 2]])
