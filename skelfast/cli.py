@@ -26,7 +26,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="skelfast", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="versions, built and available backends, and why not")
-    sub.add_parser("demo", help="pretrain on built-in synthetic data and evaluate against random init")
+    from skelfast import demo
+
+    demo.add_arguments(
+        sub.add_parser("demo", help="pretrain on built-in synthetic data and evaluate against random init")
+    )
     bench = sub.add_parser("bench", help="run the benchmarks in benchmarks/ and write the tables")
     bench.add_argument("--op", action="append", help="only these benchmarks, e.g. graph_conv (default: all)")
     bench.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the benchmarks run")
@@ -55,9 +59,7 @@ def main(argv: list[str] | None = None) -> int:
 
         info.main()
     elif args.command == "demo":
-        from skelfast import demo
-
-        return demo.main() or 0
+        return demo.main(args)
     elif args.command == "bench":
         if args.compile_report:
             from skelfast import compile_report
