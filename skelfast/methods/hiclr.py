@@ -25,13 +25,46 @@ from skelfast.augment.recipes import NoAugmentation
 from skelfast.methods.base import FeatureEncoder, MethodConfig, PretrainMethod, StepOutput
 from skelfast.methods.moco import momentum_copy, momentum_update
 from skelfast.nn.dsta import HICLR_CONFIG, DSTANet
+from skelfast.nn.graph import stgcn_graph
 from skelfast.nn.stgcn import STGCN
 from skelfast.ops import augment, hiclr_loss, info_nce
 from skelfast.queue import MemoryQueue
+from skelfast.skeleton import NTU, Layout
 
 ENCODERS = ("stgcn", "dsta")
 KEY_INITS = ("independent", "copy")
 BODY_POOLINGS = ("mean", "present")
+GRAPH_PARTITIONS = ("official", "hop_distance")
+
+
+def hop_distance_spatial_graph(layout: Layout = NTU) -> torch.Tensor:
+    """(3, V, V) ST-GCN spatial partition without the max_hop = 1 quirk: the official normalised
+    adjacency (self-links and bones, columns summing to 1) split by true hop distances to the centre:
+    A0 self-links, A1 edges whose source j is not nearer the centre than the target i, A2 the rest.
+    A[k][j, i] weights the flow from joint j to joint i, as in ``skelfast.nn.stgcn_graph``."""
+    v = layout.num_joints
+    neighbours: list[list[int]] = [[] for _ in range(v)]
+    for a, b in layout.bones:
+        neighbours[a].append(b)
+        neighbours[b].append(a)
+    dist = [-1] * v
+    dist[layout.center] = 0
+    frontier = [layout.center]
+    while frontier:  # breadth-first search over the bones
+        reached = []
+        for w in frontier:
+            for u in neighbours[w]:
+                if dist[u] < 0:
+                    dist[u] = dist[w] + 1
+                    reached.append(u)
+        frontier = reached
+    if min(dist) < 0:
+        raise ValueError("hop_distance_spatial_graph: the layout's bones do not connect every joint")
+    total = stgcn_graph(layout, "spatial").sum(0)  # the normalised adjacency, however it was split
+    d = torch.tensor(dist)
+    self_links = torch.eye(v, dtype=torch.bool)
+    not_nearer = (d[:, None] >= d[None, :]) & ~self_links  # [j, i]: source j at least as far out as i
+    return torch.stack([total * self_links, total * not_nearer, total * ~(not_nearer | self_links)])
 
 
 @dataclass
@@ -45,6 +78,10 @@ class HiCLRConfig(MethodConfig):
             query encoder through the EMA; ``"copy"``: the key starts as an exact copy (MoCo).
         blur_normalized: False: the strong views' 15-tap Gaussian blur kernel is not divided by its
             sum (gain up to ~5x); True normalises it.
+        graph_partition: ``"official"``: ST-GCN's spatial partition computed with max_hop = 1, where
+            every joint not adjacent to the centre is at distance inf from it, so most edges land in
+            the first neighbour subset (25 / 40 / 8 non-zeros); ``"hop_distance"``: the same
+            normalised adjacency split by true hop distances to the centre (25 / 24 / 24). GCN only.
         body_pooling: ``"mean"``: the pooled features of the M bodies are averaged, the all-zero second
             body of single-person clips included (official); ``"present"``: only the bodies present
             in the clip (non-zero anywhere before augmentation) are averaged.
@@ -80,6 +117,7 @@ class HiCLRConfig(MethodConfig):
     # quirks and options (see the class docstring)
     key_init: str = "independent"
     blur_normalized: bool = False
+    graph_partition: str = "official"
     body_pooling: str = "mean"
     batch_query_branches: bool = False
 
@@ -88,6 +126,14 @@ class HiCLRConfig(MethodConfig):
             raise ValueError(f"HiCLRConfig: encoder must be one of {ENCODERS}, got {self.encoder!r}")
         if self.stream not in STREAMS:
             raise ValueError(f"HiCLRConfig: stream must be one of {STREAMS}, got {self.stream!r}")
+        if self.graph_partition not in GRAPH_PARTITIONS:
+            raise ValueError(
+                f"HiCLRConfig: graph_partition must be one of {GRAPH_PARTITIONS}, got {self.graph_partition!r}"
+            )
+        if self.graph_partition != "official" and self.encoder != "stgcn":
+            raise ValueError(
+                "HiCLRConfig: graph_partition applies to the ST-GCN encoder only (DSTA-Net has none)"
+            )
         if self.body_pooling not in BODY_POOLINGS:
             raise ValueError(
                 f"HiCLRConfig: body_pooling must be one of {BODY_POOLINGS}, got {self.body_pooling!r}"
@@ -128,6 +174,7 @@ def build_encoder(config: HiCLRConfig) -> STGCN | DSTANet:
             num_class=config.feature_dim,
             dropout=config.dropout,
             mlp=True,
+            A=hop_distance_spatial_graph() if config.graph_partition == "hop_distance" else None,
             init="normal",
         )
     return DSTANet(

@@ -17,9 +17,11 @@ from skelfast.data.synthetic import generate
 from skelfast.engine.evaluation.common import settings_from_dict
 from skelfast.engine.evaluation.linear import LinearSettings
 from skelfast.methods import build_method
-from skelfast.methods.hiclr import HiCLR, HiCLRConfig
+from skelfast.methods.hiclr import HiCLR, HiCLRConfig, hop_distance_spatial_graph
 from skelfast.methods.moco import copy_parameters
+from skelfast.nn import stgcn_graph
 from skelfast.ops import augment
+from skelfast.skeleton import NTU
 from tests.utils import assert_close
 
 N, T, V, M = 4, 12, 25, 2
@@ -265,6 +267,24 @@ def test_body_pooling_present_ignores_the_zero_second_body() -> None:
     zero_body = official.encoder_q.representation(torch.zeros_like(x[1:2, ..., :1]))
     assert_close(with_zero, (alone + zero_body) / 2, atol=1e-12, rtol=1e-10, what="official mean")
     assert not torch.allclose(with_zero, alone)
+
+
+def test_graph_partition_by_true_hop_distance() -> None:
+    official = stgcn_graph("ntu", "spatial")
+    fixed = hop_distance_spatial_graph()
+    # a tree: each of the 24 bones points towards the centre one way and away from it the other
+    assert [int((a != 0).sum()) for a in fixed] == [25, 24, 24]
+    assert [int((a != 0).sum()) for a in official] == [25, 40, 8]  # the max_hop = 1 quirk (spec §2.3)
+    assert torch.equal(fixed.sum(0), official.sum(0))  # the same normalised adjacency, split otherwise
+    touches_centre = torch.zeros(V, V, dtype=torch.bool)
+    touches_centre[NTU.center], touches_centre[:, NTU.center] = True, True
+    # the official split is right for the 8 edges at the centre (their distances are finite)
+    assert torch.equal(fixed * touches_centre, official * touches_centre)
+    method = tiny(graph_partition="hop_distance")
+    assert torch.equal(method.encoder_q.A, fixed) and torch.equal(method.encoder_k.A, fixed)
+    assert torch.isfinite(step(method, *batch()).loss)
+    with pytest.raises(ValueError, match="graph_partition"):
+        HiCLRConfig(encoder="dsta", graph_partition="hop_distance")
 
 
 def test_bf16_autocast_keeps_the_loss_and_queue_in_fp32() -> None:
