@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.profiler import record_function
 
-from skelfast.augment.params import STREAMS
+from skelfast.augment.params import STREAMS, AugmentParams
 from skelfast.augment.recipes import HiCLR as HiCLRRecipe
 from skelfast.augment.recipes import NoAugmentation
 from skelfast.methods.base import FeatureEncoder, MethodConfig, PretrainMethod, StepOutput
@@ -82,6 +82,8 @@ class HiCLRConfig(MethodConfig):
             every joint not adjacent to the centre is at distance inf from it, so most edges land in
             the first neighbour subset (25 / 40 / 8 non-zeros); ``"hop_distance"``: the same
             normalised adjacency split by true hop distances to the centre (25 / 24 / 24). GCN only.
+        flip_mirrors: False: the strong views' left/right flip only swaps joint indices (official);
+            True also mirrors the x coordinate, so a flipped skeleton is a mirror image.
         body_pooling: ``"mean"``: the pooled features of the M bodies are averaged, the all-zero second
             body of single-person clips included (official); ``"present"``: only the bodies present
             in the clip (non-zero anywhere before augmentation) are averaged.
@@ -117,6 +119,7 @@ class HiCLRConfig(MethodConfig):
     # quirks and options (see the class docstring)
     key_init: str = "independent"
     blur_normalized: bool = False
+    flip_mirrors: bool = False
     graph_partition: str = "official"
     body_pooling: str = "mean"
     batch_query_branches: bool = False
@@ -192,6 +195,19 @@ def representation_dim(config: HiCLRConfig) -> int:
     if config.encoder == "stgcn":
         return config.hidden_dim
     return (config.dsta_blocks or HICLR_CONFIG)[-1][1]
+
+
+def mirror_flipped_samples(params: AugmentParams) -> AugmentParams:
+    """The corrected left/right flip: where a sample's joints were swapped (``joint_source`` is not
+    the identity) its coordinate map also mirrors x, ``matrix @ diag(-1, 1, 1)``. The mirror then
+    comes before the shear instead of after it, which draws the same distribution of views (the
+    shear's off-diagonal entries are symmetric about 0)."""
+    identity = torch.arange(params.num_joints, device=params.joint_source.device)
+    flipped = (params.joint_source != identity).any(1)
+    mirror = torch.diag(
+        torch.tensor([-1.0, 1.0, 1.0], dtype=params.matrix.dtype, device=params.matrix.device)
+    )
+    return params.replace(matrix=torch.where(flipped[:, None, None], params.matrix @ mirror, params.matrix))
 
 
 def present_bodies(x: torch.Tensor) -> torch.Tensor:
@@ -271,16 +287,24 @@ class HiCLR(PretrainMethod):
         """Whether the current epoch uses nearest-neighbour mining (0-based epoch >= mining_epoch)."""
         return self.epoch >= self.config.mining_epoch
 
-    def _views(self, x: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        n, _, t, v, _ = x.shape
+    def view_params(self, n: int, t: int, v: int, generator: torch.Generator) -> dict[str, AugmentParams]:
+        """The augmentation parameters of one step's four views ``q, k, q1, q2`` for N clips of T
+        frames and V joints, drawn from ``generator`` in Feeder_triple's order (on the CPU)."""
         # the official feeder shifts over all T frames of the pre-resized clip (it reads no lengths)
         valid = torch.full((n,), t, dtype=torch.int64)
-        valid_dev = valid.to(x.device)
+        params = {name: recipe.sample(valid, v, generator) for name, recipe in self.recipes.items()}
+        if self.config.flip_mirrors:
+            for name in ("q1", "q2"):
+                params[name] = mirror_flipped_samples(params[name])
+        return params
+
+    def _views(self, x: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        n, _, t, v, _ = x.shape
+        valid = torch.full((n,), t, dtype=torch.int64, device=x.device)
         views = {}
-        for name, recipe in self.recipes.items():
-            params = recipe.sample(valid, v, generator).to(x.device)
+        for name, params in self.view_params(n, t, v, generator).items():
             fill = self.mask_param if name == "q2" else None
-            views[name] = augment(x, valid_dev, params, fill=fill)
+            views[name] = augment(x, valid, params.to(x.device), fill=fill)
         return views
 
     def _encode(self, encoder: nn.Module, x: torch.Tensor, present: torch.Tensor | None) -> torch.Tensor:

@@ -287,6 +287,21 @@ def test_graph_partition_by_true_hop_distance() -> None:
         HiCLRConfig(encoder="dsta", graph_partition="hop_distance")
 
 
+def test_flip_mirrors_adds_an_x_mirror_to_flipped_samples_only() -> None:
+    n = 16
+    official = tiny().view_params(n, T, V, torch.Generator().manual_seed(3))
+    mirrored = tiny(flip_mirrors=True).view_params(n, T, V, torch.Generator().manual_seed(3))
+    mirror = torch.diag(torch.tensor([-1.0, 1.0, 1.0]))
+    for name in ("q", "k"):  # the basic views have no flip
+        assert torch.equal(mirrored[name].matrix, official[name].matrix)
+    for name in ("q1", "q2"):
+        flipped = (official[name].joint_source != torch.arange(V)).any(1)
+        assert 0 < int(flipped.sum()) < n  # p = 0.5: both kinds occur with this seed
+        assert torch.equal(mirrored[name].joint_source, official[name].joint_source)
+        assert torch.equal(mirrored[name].matrix[~flipped], official[name].matrix[~flipped])
+        assert torch.equal(mirrored[name].matrix[flipped], official[name].matrix[flipped] @ mirror)
+
+
 def test_bf16_autocast_keeps_the_loss_and_queue_in_fp32() -> None:
     # DSTA-Net (no graph_conv) under CPU autocast: the encoders return bf16, the loss and queue stay fp32
     method = tiny(encoder="dsta", num_frames=T, dsta_blocks=[[8, 8, 4, 1], [8, 16, 4, 2]])
