@@ -180,3 +180,43 @@ def test_converter_in_parallel_matches_serial(tmp_path):
         a = np.load(storage.data_path(tmp_path / "a" / "xset", part))
         b = np.load(storage.data_path(tmp_path / "b" / "xset", part))
         np.testing.assert_array_equal(a, b)
+
+
+def test_parallel_workers_write_the_cache_report_errors_and_resume(tmp_path):
+    # the workers write samples into the cache array themselves; an error in a worker leaves its
+    # sample not-done, and the re-run converts only that one, in parallel again
+    raw, missing, _ = _fixture(tmp_path)
+    bad = raw / "S003C001P001R001A005.skeleton"
+    bad.write_text("3\n1\n")
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError, match=r"S003C001P001R001A005\.skeleton.*file ends early"):
+        ntu_convert.convert_ntu(raw, out, "ntu60", missing, normalization="none", workers=2, progress=False)
+    assert not (out / "xsub").exists()
+    done = np.load(out / ntu_convert.CACHE_DIR / "done.npy")
+    assert done.tolist() == [True, True, True, False]
+    _write(bad, _body(5, 3)[None])
+    res = ntu_convert.convert_ntu(raw, out, "ntu60", missing, normalization="none", workers=2, progress=False)
+    assert res.converted_now == 1
+    serial = tmp_path / "serial"
+    ntu_convert.convert_ntu(raw, serial, "ntu60", missing, normalization="none", workers=1, progress=False)
+    for bench in ("xsub", "xview"):
+        for part in ("train", "val"):
+            np.testing.assert_array_equal(
+                np.load(storage.data_path(out / bench, part)),
+                np.load(storage.data_path(serial / bench, part)),
+            )
+            np.testing.assert_array_equal(
+                np.load(storage.num_frame_path(out / bench, part)),
+                np.load(storage.num_frame_path(serial / bench, part)),
+            )
+    # the converted sample really is the fixed file's content (literal check, body 0 frame 0 joint 0)
+    data = np.load(storage.data_path(out / "xsub", "train"))
+    names, _ = storage.load_labels(storage.label_path(out / "xsub", "train"))
+    k = names.index("S003C001P001R001A005.skeleton")
+    np.testing.assert_allclose(data[k, :, 0, 0, 0], _body(5, 3)[0, 0], atol=1e-4)
+
+
+def test_chunk_must_be_positive(tmp_path):
+    raw, missing, _ = _fixture(tmp_path)
+    with pytest.raises(ValueError, match="chunk must be >= 1"):
+        ntu_convert.convert_ntu(raw, tmp_path / "out", missing_list=missing, chunk=0, progress=False)
