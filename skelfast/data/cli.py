@@ -43,6 +43,21 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPars
     pku.add_argument("split_file", help="cross_subject.txt / cross_view.txt (training ids on line 2)")
     pku.add_argument("out_dir")
     pku.add_argument("--normalization", choices=NORMALIZATIONS, default="agcn")
+    pku.add_argument(
+        "--classes",
+        choices=("raw", "compact"),
+        default="raw",
+        help="raw (default): label = PKU-MMD class id - 1, 0..50 for both parts (Part II uses 41 of the 51 "
+        "ids, so its classifier needs 51 outputs). compact: the ids that occur are renumbered 0..C-1 in "
+        "increasing order (C = 41 on the full Part II) and the table is saved as OUT_DIR/class_map.json. "
+        "CRRL evaluates Part II with 41 classes but its 51 -> 41 table is unpublished, so 'compact' is the "
+        "order-preserving renumbering, not a confirmed official mapping",
+    )
+    pku.add_argument(
+        "--class-map",
+        help="with --classes compact: reuse this class_map.json (e.g. from the other split) instead of "
+        "the ids found in LABEL_DIR, so that several conversions share one numbering",
+    )
 
     pk = sub.add_parser(
         "pyskl", help="pyskl annotation pickle -> arrays (read without executing pickled code)"
@@ -80,10 +95,14 @@ def run(args: argparse.Namespace) -> int:
     if args.data_command == "pku":
         from skelfast.data.pku_mmd import convert_pku
 
-        sizes = convert_pku(
-            args.skeleton_dir, args.label_dir, args.split_file, args.out_dir, args.normalization
-        )
-        print(f"wrote {sizes} samples to {args.out_dir}")
+        res = convert_pku(
+            args.skeleton_dir, args.label_dir, args.split_file, args.out_dir, args.normalization,
+            classes=args.classes, class_map=args.class_map,
+        )  # fmt: skip
+        print(f"wrote {res.sizes} samples to {args.out_dir}")
+        if res.class_ids is not None:
+            print(f"  {len(res.class_ids)} classes, labels 0..{len(res.class_ids) - 1} = PKU-MMD ids "
+                  f"{res.class_ids} (saved as {args.out_dir}/class_map.json)")  # fmt: skip
         return 0
     if args.data_command == "pyskl":
         from skelfast.data import normalize, pyskl, storage

@@ -6,16 +6,29 @@
   frames ``[start, end)`` (CMD slices ``start:end``).
 * split files (``cross_subject.txt``, ``cross_view.txt``, ``*_v2.txt``): line 2 holds the training video
   ids separated by ", "; every other video is test (what CMD reads).
+
+Class ids. Both parts number actions in one 1..51 list; Part II uses 41 of those ids, and the papers
+evaluate it with 41 classes (CRRL: ``Linear(512, 41)``). How CRRL maps the 51 ids onto 0..40 is not
+published (spec/isc_crrl.md §0.4, unconfirmed), so no official table is built in. ``classes="raw"``
+(default) keeps ``label = class id - 1`` (0..50; a classifier over Part II then needs 51 outputs, as the
+HiCo-derived PKU-II configs use); ``classes="compact"`` renumbers the ids that occur to 0..C-1 in
+increasing order (C = 41 on the full Part II) and saves the table as ``class_map.json``, which a later
+conversion can reuse so that every split shares one numbering.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from skelfast.data import normalize, storage
+
+CLASS_MODES = ("raw", "compact")
+CLASS_MAP_FORMAT = "skelfast-class-map-1"
+CLASS_MAP_FILE = "class_map.json"
 
 
 class PkuFormatError(ValueError):
@@ -76,6 +89,7 @@ def read_labels(path: str | Path) -> list[PkuAction]:
 
 
 def write_labels(path: str | Path, actions: list[PkuAction]) -> None:
+    """Inverse of ``read_labels``: one ``class,start,end,confidence`` line per action (class 1-based)."""
     Path(path).write_text("".join(f"{a.label + 1},{a.start},{a.end},{a.confidence}\n" for a in actions))
 
 
@@ -113,6 +127,55 @@ def clips(
     return np.stack(datas), np.array(frames, dtype=np.int64), np.array(labels, dtype=np.int64), names, videos
 
 
+def compact_class_ids(labels: np.ndarray, class_ids: list[int] | None = None) -> tuple[np.ndarray, list[int]]:
+    """Renumber 0-based raw labels (class id - 1) to 0..C-1.
+
+    ``class_ids`` (1-based dataset ids, label j = ``class_ids[j]``) defaults to the sorted ids that occur
+    in ``labels``. Returns ``(compact labels int64 (N,), class_ids)``; a label whose id is not in a given
+    ``class_ids`` is an error.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    if class_ids is None:
+        class_ids = sorted(int(v) + 1 for v in np.unique(labels))
+    if len(set(class_ids)) != len(class_ids):
+        raise ValueError(f"class map lists an id twice: {class_ids}")
+    index = {cid: j for j, cid in enumerate(class_ids)}
+    unknown = sorted({int(v) + 1 for v in np.unique(labels)} - index.keys())
+    if unknown:
+        raise ValueError(f"class id(s) {unknown} occur in the labels but not in the class map {class_ids}")
+    return np.array([index[int(v) + 1] for v in labels], dtype=np.int64), list(class_ids)
+
+
+def save_class_map(path: str | Path, class_ids: list[int]) -> None:
+    """Write ``{"format", "class_ids": [1-based dataset ids], "note"}`` atomically (label j = class_ids[j])."""
+    doc = {
+        "format": CLASS_MAP_FORMAT,
+        "class_ids": [int(c) for c in class_ids],
+        "note": "label j of the converted arrays is PKU-MMD action class_ids[j] (1-based, as in the label files)",
+    }
+    with storage.atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(doc, indent=1))
+
+
+def load_class_map(path: str | Path) -> list[int]:
+    """The 1-based class ids of a ``class_map.json`` written by ``save_class_map``."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"class map not found: {path}")
+    doc = json.loads(path.read_text())
+    if not isinstance(doc, dict) or doc.get("format") != CLASS_MAP_FORMAT or "class_ids" not in doc:
+        raise ValueError(f"{path}: not a skelfast class map (expected format {CLASS_MAP_FORMAT!r})")
+    return [int(c) for c in doc["class_ids"]]
+
+
+@dataclass
+class PkuConvertResult:
+    """Part sizes, and the 1-based class ids behind labels 0..C-1 (None for raw labels)."""
+
+    sizes: dict[str, int] = field(default_factory=dict)
+    class_ids: list[int] | None = None
+
+
 def convert_pku(
     skeleton_dir: str | Path,
     label_dir: str | Path,
@@ -120,17 +183,35 @@ def convert_pku(
     out_dir: str | Path,
     normalization: str = "agcn",
     max_frames: int = 300,
-) -> dict[str, int]:
-    """Write ``out_dir/{train,val}_*`` for one split file; returns the part sizes."""
+    classes: str = "raw",
+    class_map: str | Path | None = None,
+) -> PkuConvertResult:
+    """Write ``out_dir/{train,val}_*`` for one split file.
+
+    ``classes``: 'raw' (label = class id - 1) or 'compact' (the ids occurring in ``label_dir``, both
+    parts, renumbered 0..C-1, or the ids of an existing ``class_map`` file; the table is written to
+    ``out_dir/class_map.json``). See the module docstring for why no official 51 -> 41 table is used.
+    """
+    if classes not in CLASS_MODES:
+        raise ValueError(f"unknown classes mode {classes!r}; expected one of {CLASS_MODES}")
+    if class_map is not None and classes != "compact":
+        raise ValueError("a class map applies only to classes='compact'")
     data, num_frame, labels, names, videos = clips(skeleton_dir, label_dir, max_frames)
+    class_ids = None
+    if classes == "compact":
+        labels, class_ids = compact_class_ids(labels, load_class_map(class_map) if class_map else None)
     data, num_frame_n = normalize.normalize(data, num_frame, normalization)
     if normalization in ("none", "agcn", "agcn-noz"):
         num_frame_n = num_frame  # CMD records the untruncated clip length
     train_ids = read_split(split_file)
     train = np.array([v in train_ids for v in videos])
-    sizes = {}
+    result = PkuConvertResult(class_ids=class_ids)
     for part, mask in (("train", train), ("val", ~train)):
         idx = np.nonzero(mask)[0]
         storage.save_split(out_dir, part, data[idx], num_frame_n[idx], labels[idx], [names[i] for i in idx])
-        sizes[part] = len(idx)
-    return sizes
+        result.sizes[part] = len(idx)
+    if class_ids is not None:
+        save_class_map(Path(out_dir) / CLASS_MAP_FILE, class_ids)
+    else:  # a map left by an earlier compact conversion would now describe the wrong labels
+        (Path(out_dir) / CLASS_MAP_FILE).unlink(missing_ok=True)
+    return result

@@ -1,16 +1,18 @@
 """PKU-MMD and pyskl round trips; the official pickled label files read without executing code."""
 
+import json
 import os
 import pickle
 
 import numpy as np
 import pytest
 
-from skelfast.data import pku_mmd, pyskl, storage
+from skelfast.data import cli, pku_mmd, pyskl, storage
 from skelfast.data.safe_pickle import UnsafePickleError, safe_load
 
 
-def test_pku_round_trip_and_convert(tmp_path):
+def _pku_fixture(tmp_path):
+    """Two videos: 0002-L (train) with class ids 5 and 51, 0003-M (val) with class id 1."""
     rng = np.random.default_rng(0)
     (tmp_path / "skeleton").mkdir()
     (tmp_path / "label").mkdir()
@@ -29,15 +31,68 @@ def test_pku_round_trip_and_convert(tmp_path):
     (tmp_path / "cross_view.txt").write_text(
         "Training videos:\n0002-L, 0005-L\nValidataion videos:\n0003-M\n"
     )
-    sizes = pku_mmd.convert_pku(tmp_path / "skeleton", tmp_path / "label", tmp_path / "cross_view.txt",
-                                tmp_path / "out", normalization="none")  # fmt: skip
-    assert sizes == {"train": 2, "val": 1}
+    return raw
+
+
+def test_pku_round_trip_and_convert(tmp_path):
+    raw = _pku_fixture(tmp_path)
+    res = pku_mmd.convert_pku(tmp_path / "skeleton", tmp_path / "label", tmp_path / "cross_view.txt",
+                              tmp_path / "out", normalization="none")  # fmt: skip
+    assert res.sizes == {"train": 2, "val": 1} and res.class_ids is None
     data = np.load(storage.data_path(tmp_path / "out", "train"))
     names, labels = storage.load_labels(storage.label_path(tmp_path / "out", "train"))
     assert names == ["0002-L_2_12", "0002-L_20_35"] and labels.tolist() == [4, 50]
     np.testing.assert_array_equal(np.load(storage.num_frame_path(tmp_path / "out", "train")), [10, 15])
     np.testing.assert_allclose(data[1, :, :15], raw["0002-L"][:, 20:35])  # frames [start, end)
     assert not data[1, :, 15:].any()
+
+
+def test_pku_compact_classes_renumber_the_ids_that_occur_and_save_the_map(tmp_path):
+    _pku_fixture(tmp_path)
+    args = (tmp_path / "skeleton", tmp_path / "label", tmp_path / "cross_view.txt")
+    res = pku_mmd.convert_pku(*args, tmp_path / "out", normalization="none", classes="compact")
+    # ids 1 (val), 5 and 51 (train) occur -> labels 0, 1, 2 in increasing id order, over both parts
+    assert res.class_ids == [1, 5, 51]
+    assert storage.load_labels(storage.label_path(tmp_path / "out", "train"))[1].tolist() == [1, 2]
+    assert storage.load_labels(storage.label_path(tmp_path / "out", "val"))[1].tolist() == [0]
+    assert pku_mmd.load_class_map(tmp_path / "out" / "class_map.json") == [1, 5, 51]
+    # a saved map is reused as given (here with an extra id 3 that does not occur)
+    pku_mmd.save_class_map(tmp_path / "map.json", [1, 3, 5, 51])
+    pku_mmd.convert_pku(*args, tmp_path / "out2", normalization="none", classes="compact",
+                        class_map=tmp_path / "map.json")  # fmt: skip
+    assert storage.load_labels(storage.label_path(tmp_path / "out2", "train"))[1].tolist() == [2, 3]
+    pku_mmd.save_class_map(tmp_path / "short.json", [1, 5])
+    with pytest.raises(
+        ValueError, match=r"class id\(s\) \[51\] occur in the labels but not in the class map"
+    ):
+        pku_mmd.convert_pku(*args, tmp_path / "out3", classes="compact", class_map=tmp_path / "short.json")
+    # converting the same folder with raw labels removes the now wrong map
+    pku_mmd.convert_pku(*args, tmp_path / "out", normalization="none")
+    assert not (tmp_path / "out" / "class_map.json").exists()
+    assert storage.load_labels(storage.label_path(tmp_path / "out", "train"))[1].tolist() == [4, 50]
+    with pytest.raises(ValueError, match="unknown classes mode 'pku2'"):
+        pku_mmd.convert_pku(*args, tmp_path / "out", classes="pku2")
+
+
+def test_pku_part2_like_ids_compact_to_41_classes():
+    # Part II uses 41 of the 51 ids: compaction gives 0..40, keeping the order of the ids
+    absent = {3, 9, 14, 20, 25, 33, 37, 42, 46, 50}  # an arbitrary 10 of 51 (the real ones are unconfirmed)
+    ids = [c for c in range(1, 52) if c not in absent]
+    raw = np.array([c - 1 for c in ids[::-1] + ids], dtype=np.int64)
+    compact, class_ids = pku_mmd.compact_class_ids(raw)
+    assert class_ids == ids and len(class_ids) == 41
+    assert compact.tolist() == list(range(40, -1, -1)) + list(range(41))
+    np.testing.assert_array_equal(np.asarray(class_ids)[compact] - 1, raw)  # the map inverts the renumbering
+
+
+def test_cli_pku_compact(tmp_path, capsys):
+    _pku_fixture(tmp_path)
+    argv = ["data", "pku", str(tmp_path / "skeleton"), str(tmp_path / "label"), str(tmp_path / "cross_view.txt"),
+            str(tmp_path / "out"), "--normalization", "none", "--classes", "compact"]  # fmt: skip
+    assert cli.main(argv) == 0
+    assert "3 classes, labels 0..2 = PKU-MMD ids [1, 5, 51]" in capsys.readouterr().out
+    doc = json.loads((tmp_path / "out" / "class_map.json").read_text())
+    assert doc["format"] == "skelfast-class-map-1" and doc["class_ids"] == [1, 5, 51]
 
 
 def test_pku_errors_name_file_and_line(tmp_path):
