@@ -235,6 +235,12 @@ def _backward(ctx, grad):  # noqa: ANN001, ANN202
 
 _augment_op.register_autograd(_backward, setup_context=_setup_context)
 
+# Under autocast the op runs in float32 with autocast off: the views are data, not activations, and
+# autocast would otherwise recast the torch/reference paths' matmuls (rotations in bf16 lose ~3 digits
+# of every coordinate; the torch path's index_add_ then meets mixed dtypes).
+for _device_type in ("cpu", "cuda"):
+    _augment_op.register_autocast(_device_type, torch.float32)
+
 
 # --- the C++ CPU path ------------------------------------------------------------------------------
 

@@ -2,8 +2,14 @@
 
 Backends: ``cpp`` (``torch.ops.skelfast.graph_conv`` from csrc/, CPU and, when built with CUDA,
 CUDA) and ``reference`` (the einsum form in ``skelfast.reference``). The C++ op is registered in
-csrc/ops.cpp; its fake kernel and autograd formula are registered here so that it passes
-``torch.library.opcheck`` and runs under ``torch.compile(fullgraph=True)``.
+csrc/ops.cpp; its fake kernel, autograd formula and autocast rule are registered here so that it
+passes ``torch.library.opcheck`` and runs under ``torch.compile(fullgraph=True)`` and ``torch.autocast``.
+
+Mixed precision: under ``torch.autocast`` the public ``graph_conv`` casts x, weight, bias and A to
+one compute dtype, runs the op with autocast off (the kernels' own matmuls must not be recast) and
+returns the autocast dtype, as autocast's matmul-like ops do. The compute dtype is the autocast dtype
+where the chosen kernel has it (the CUDA kernel: fp16/bf16 loads, fp32 accumulation; the reference
+einsum) and float32 for the C++ CPU kernel, which has no half-precision path.
 """
 
 from __future__ import annotations
@@ -15,7 +21,11 @@ from skelfast.ops._checks import check_floating, check_rank, check_same
 from skelfast.profiling import profiled
 
 OP = "graph_conv"
-CPP_DTYPES = (torch.float32, torch.float64)
+CPP_DTYPES = {  # per device type: the CPU kernel is float32/float64 only, the CUDA one also takes halves
+    "cpu": (torch.float32, torch.float64),
+    "cuda": (torch.float32, torch.float64, torch.float16, torch.bfloat16),
+}
+AUTOCAST_DEVICES = ("cpu", "cuda")
 
 
 def _check_inputs(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, A: torch.Tensor) -> None:
@@ -48,7 +58,7 @@ def _cpp_has_op() -> bool:
 @torch.compiler.assume_constant_result  # decided once at trace time under torch.compile
 def _backend(device: torch.device, dtype: torch.dtype) -> str:
     checks = {
-        "cpp": lambda: backends.cpp_reason(device, dtype, CPP_DTYPES),
+        "cpp": lambda: backends.cpp_reason(device, dtype, CPP_DTYPES.get(device.type, ())),
         "reference": lambda: None,
     }
     return backends.choose(OP, checks, order=("cpp", "reference"))
@@ -71,10 +81,44 @@ def graph_conv(
     Returns:
         (N, C_out, T, V). Differentiable in x, weight, bias and A.
     """
+    device_type = x.device.type
+    if device_type in AUTOCAST_DEVICES and torch.is_autocast_enabled(device_type) and x.is_floating_point():
+        return _graph_conv_autocast(x, weight, bias, A, torch.get_autocast_dtype(device_type))
     _check_inputs(x, weight, bias, A)
+    return _dispatch(x, weight, bias, A)
+
+
+def _dispatch(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, A: torch.Tensor
+) -> torch.Tensor:
     if _backend(x.device, x.dtype) == "cpp":
         return torch.ops.skelfast.graph_conv(x, weight, bias, A)
     return reference.graph_conv(x, weight, bias, A)
+
+
+def _autocast_compute_dtype(device: torch.device, amp_dtype: torch.dtype) -> torch.dtype:
+    """The autocast dtype, unless the C++ kernel would run and has no kernel for it: then float32."""
+    if _backend(device, torch.float32) == "cpp" and amp_dtype not in CPP_DTYPES.get(device.type, ()):
+        return torch.float32
+    return amp_dtype
+
+
+def _graph_conv_autocast(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, A: torch.Tensor, amp_dtype: torch.dtype
+) -> torch.Tensor:
+    """graph_conv under autocast: inputs in one compute dtype (float64 ones are left alone, as
+    autocast leaves them), the op with autocast off, the result in the autocast dtype."""
+    compute = _autocast_compute_dtype(x.device, amp_dtype)
+
+    def cast(t: torch.Tensor) -> torch.Tensor:
+        return t.to(compute) if t.is_floating_point() and t.dtype != torch.float64 else t
+
+    x, weight, A = cast(x), cast(weight), cast(A)
+    bias = None if bias is None else cast(bias)
+    _check_inputs(x, weight, bias, A)
+    with torch.autocast(x.device.type, enabled=False):
+        y = _dispatch(x, weight, bias, A)
+    return y if y.dtype == torch.float64 else y.to(amp_dtype)
 
 
 # --- fake kernels and autograd for the C++ op ---------------------------------------------------
@@ -115,6 +159,12 @@ def _register() -> None:
         )
 
     torch.library.register_autograd("skelfast::graph_conv", backward, setup_context=setup_context)
+
+    # The op called directly under autocast (the public graph_conv turns autocast off first): float32
+    # inputs, and no autocast inside, where it would recast the kernels' own matmuls.
+    for device_type in AUTOCAST_DEVICES:
+        for op in ("skelfast::graph_conv", "skelfast::graph_conv_backward"):
+            torch.library.register_autocast(op, device_type, torch.float32)
 
 
 if _cpp_has_op():
