@@ -7,18 +7,30 @@ the optimizer step of its official recipe. The batch is synthetic NTU-layout dat
 method's normalisation (``[data] normalization`` of its config). Targets (issue #6): >= 1.5x for
 HiCLR and ISC, >= 1.2x for HiCo and CRRL.
 
+Besides the full step, each row times the forward alone (fused and reference, autograd on), the
+reference forward under ``torch.compile(dynamic=False)`` (loss only; graph breaks such as the
+recipes' ``int(valid.min())`` are allowed, so it compiles several graphs), and one
+step's peak extra memory for both paths. A compile that fails or runs past
+``SKELFAST_BENCH_COMPILE_LIMIT_S`` (default 180 s) is reported as "n/a (why)" in its cell;
+``SKELFAST_BENCH_METHOD_COMPILE=0`` skips it.
+
 Run: ``python -m benchmarks.bench_methods`` (or ``make bench BENCH=methods``);
 ``SKELFAST_BENCH_METHODS=hiclr,isc`` picks methods, ``SKELFAST_BENCH_METHOD_BATCH=16`` shrinks the batch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
 
 import torch
 
-from benchmarks.common import time_fn, write_results
+from benchmarks.common import peak_extra_memory, time_fn, write_results
 from skelfast import use_backend
 from skelfast.configs import load_config
 from skelfast.data import normalize, synthetic
@@ -48,7 +60,73 @@ def _trainer(name: str, config: dict) -> tuple[torch.nn.Module, torch.optim.Opti
     return method, opt
 
 
+COMPILE_LIMIT_S = float(os.environ.get("SKELFAST_BENCH_COMPILE_LIMIT_S", "180"))
+
+
+class CompileTimeout(Exception):
+    """torch.compile of a method's reference forward ran past ``COMPILE_LIMIT_S``."""
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float) -> Iterator[None]:
+    """Raise :class:`CompileTimeout` in this thread after ``seconds`` (SIGALRM; no limit where the
+    platform or thread has none). Dynamo and inductor compile in Python, so the alarm interrupts them."""
+    usable = hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+    if not usable or seconds <= 0:
+        yield
+        return
+
+    def expire(signum: int, frame: object) -> None:
+        raise CompileTimeout(f"compile took > {seconds:.0f} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _compiled_reference_forward(
+    method: torch.nn.Module, x: torch.Tensor, lengths: torch.Tensor, generator: torch.Generator
+) -> tuple[Callable[[], object] | None, str]:
+    """``torch.compile(dynamic=False)`` of the reference method's forward (loss only) and the first
+    call that compiles it, under ``COMPILE_LIMIT_S``; returns (the call, "") or (None, "n/a (why)").
+
+    The graph is traced under ``use_backend("reference")`` and only ever called under it; graph
+    breaks (the generator draws, the in-place queue and momentum updates) are allowed."""
+    if os.environ.get("SKELFAST_BENCH_METHOD_COMPILE", "1") == "0":
+        return None, "n/a (skipped: SKELFAST_BENCH_METHOD_COMPILE=0)"
+
+    def loss(x: torch.Tensor, lengths: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return method(x, lengths, generator).loss
+
+    compiled_loss = torch.compile(loss, dynamic=False)
+
+    def call() -> object:
+        with use_backend("reference"):
+            return compiled_loss(x, lengths, generator.manual_seed(0))
+
+    start = time.perf_counter()
+    try:
+        with _time_limit(COMPILE_LIMIT_S):
+            call()
+    except Exception as e:  # noqa: BLE001 - any compiler failure is a result to report, not a crash
+        torch._dynamo.reset()
+        cause: BaseException | None = e
+        while cause is not None and not isinstance(cause, CompileTimeout):  # dynamo wraps it
+            cause = cause.__cause__ or cause.__context__
+        if cause is not None:
+            return None, f"n/a ({cause})"
+        first_line = str(e).splitlines()[0][:80] if str(e) else ""
+        return None, f"n/a ({type(e).__name__}: {first_line})"
+    return call, f"compiled in {time.perf_counter() - start:.0f} s"
+
+
 def run_case(name: str, batch: int | None = None, repeats: int = 3) -> dict[str, object]:
+    """One method's row: fused against all-reference, forward only and full step (forward,
+    backward, SGD), the reference forward under torch.compile, and one step's peak extra memory."""
     config = load_config(name)
     batch = batch or int(config["train"]["batch_size"])
     x, lengths = batch_for(config, batch)
@@ -58,19 +136,40 @@ def run_case(name: str, batch: int | None = None, repeats: int = 3) -> dict[str,
     reference_opt = type(fused_opt)(
         [p for p in reference.parameters() if p.requires_grad], **fused_opt.defaults
     )
+    generator = torch.Generator()  # re-seeded before every call: the same draws in every path
+
+    def forward(method: torch.nn.Module) -> torch.Tensor:
+        return method(x, lengths, generator.manual_seed(0)).loss
 
     def step(method: torch.nn.Module, opt: torch.optim.Optimizer) -> None:
         opt.zero_grad(set_to_none=True)
-        out = method(x, lengths, torch.Generator().manual_seed(0))
-        out.loss.backward()
+        forward(method).backward()
         opt.step()
+
+    def reference_forward() -> torch.Tensor:
+        with use_backend("reference"):
+            return forward(reference)
 
     def reference_step() -> None:
         with use_backend("reference"):
             step(reference, reference_opt)
 
+    def peak_step_mib(method: torch.nn.Module, opt: torch.optim.Optimizer, backend: str | None) -> float:
+        # gradients freed before, not inside, the measured call: their reallocation then counts
+        opt.zero_grad(set_to_none=True)
+        with use_backend(backend) if backend else contextlib.nullcontext():
+            return peak_extra_memory(lambda: step(method, opt)) / 2**20
+
+    # forward only: autograd on, as in training (the graph is built, then dropped)
+    f_fused = time_fn(lambda: forward(fused), repeats=repeats, warmup=1)
+    f_ref = time_fn(reference_forward, repeats=repeats, warmup=1)
+    compiled_call, compile_note = _compiled_reference_forward(reference, x, lengths, generator)
+    f_compiled = time_fn(compiled_call, repeats=repeats, warmup=1) if compiled_call else None
+
     t_fused = time_fn(lambda: step(fused, fused_opt), repeats=repeats, warmup=1)
     t_ref = time_fn(reference_step, repeats=repeats, warmup=1)
+    mem_fused = peak_step_mib(fused, fused_opt, None)
+    mem_ref = peak_step_mib(reference, reference_opt, "reference")
     speedup = t_ref.median_ms / t_fused.median_ms
     return {
         "method": name,
@@ -82,6 +181,15 @@ def run_case(name: str, batch: int | None = None, repeats: int = 3) -> dict[str,
         "x reference": round(speedup, 2),
         "target": f">= {TARGETS[name]}x",
         "met": "yes" if speedup >= TARGETS[name] else "no",
+        "fwd ms [q20, q80]": str(f_fused),
+        "reference fwd ms": round(f_ref.median_ms, 2),
+        "fwd x reference": round(f_ref.median_ms / f_fused.median_ms, 2),
+        "compiled reference fwd ms": round(f_compiled.median_ms, 2) if f_compiled else compile_note,
+        "fwd x compiled": round(f_compiled.median_ms / f_fused.median_ms, 2) if f_compiled else "n/a",
+        "compile": compile_note if f_compiled else "",
+        "fused peak MiB": round(mem_fused, 1),
+        "reference peak MiB": round(mem_ref, 1),
+        "peak vs reference": round(mem_fused / mem_ref, 3) if mem_ref > 0 else "n/a",
     }
 
 
@@ -97,7 +205,12 @@ def main() -> list[dict[str, object]]:
         "methods",
         rows,
         note="one pretraining step (forward, backward, SGD) at the official batch size; "
-        "fused = every op on its fastest backend, reference = use_backend('reference')",
+        "fused = every op on its fastest backend, reference = use_backend('reference'). "
+        "'fwd' columns time the forward alone (views, momentum update, key pass, loss, enqueue; "
+        "autograd on); 'compiled reference fwd' is torch.compile(dynamic=False) of the reference "
+        f"forward returning the loss, n/a where it failed or compiled for more than {COMPILE_LIMIT_S:.0f} s "
+        "(the reason is in the cell). Peak MiB: one full step's peak extra memory (gradients included). "
+        "Targets apply to the full step ('x reference').",
     )
     return rows
 
