@@ -3,7 +3,8 @@ one bank so that ``skelfast.ops.info_nce`` reads every level of a method without
 
 Rows are keys: level l occupies ``bank[start:start+size]`` with ``(start, size) = ranges[l]``
 (MoCo code stores (D, K) columns; this stores (K, D) rows, the layout the kernels read). The bank
-and the write pointers are buffers, so they are saved in ``state_dict`` checkpoints.
+and the write pointers are buffers, so they are saved in ``state_dict`` checkpoints; ``enqueue``
+reads the pointers from a host-side mirror, so it never waits for the GPU.
 """
 
 from __future__ import annotations
@@ -64,6 +65,31 @@ class MemoryQueue(nn.Module):
         bank = F.normalize(torch.randn(sum(sizes), dim, generator=generator), dim=1)
         self.register_buffer("bank", bank)
         self.register_buffer("ptr", torch.zeros(len(sizes), dtype=torch.long))
+        # Host copy of ``ptr``: reading the buffer on a GPU would wait for the device on every enqueue.
+        # The buffer stays the checkpointed truth; the mirror is refreshed whenever the buffer changed
+        # behind enqueue's back (load_state_dict, a direct write, a buffer broadcast), seen from the
+        # tensor's identity and version counter.
+        self._host_ptr = [0] * len(sizes)
+        self._synced = self._buffer_state()
+
+    def _buffer_state(self) -> tuple[int, int | None]:
+        try:
+            version = self.ptr._version
+        except RuntimeError:  # an inference-mode tensor has no version counter
+            version = None
+        return id(self.ptr), version
+
+    def pointers(self) -> list[int]:
+        """Each level's next write row (host ints; reads the device only after an outside write)."""
+        if self._buffer_state() != self._synced:
+            self._host_ptr = [int(p) for p in self.ptr.tolist()]
+            self._synced = self._buffer_state()
+        return list(self._host_ptr)
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+        super()._load_from_state_dict(*args, **kwargs)
+        self._host_ptr = [int(p) for p in self.ptr.tolist()]
+        self._synced = self._buffer_state()
 
     def __len__(self) -> int:
         return len(self.sizes)
@@ -86,16 +112,18 @@ class MemoryQueue(nn.Module):
         keys = keys.detach().to(self.bank.dtype)
         queue = self.level(level)
         size, wrap = self.sizes[level], self.wrap_at[level]
+        ptr = self.pointers()[level]
         if keys.shape[0] > size:  # more keys than slots: the last ones win, as a ring would leave them
             skipped = keys.shape[0] - size
             keys = keys[skipped:]
-            self.ptr[level] = (self.ptr[level] + skipped) % wrap
+            ptr = (ptr + skipped) % wrap
         n = keys.shape[0]
-        ptr = int(self.ptr[level])
         first = min(n, size - ptr)
         queue[ptr : ptr + first] = keys[:first]
         queue[: n - first] = keys[first:]
-        self.ptr[level] = (ptr + n) % wrap
+        self._host_ptr[level] = (ptr + n) % wrap
+        self.ptr[level] = self._host_ptr[level]  # a fill from a host int: no device read
+        self._synced = self._buffer_state()
 
     def extra_repr(self) -> str:
         return f"sizes={self.sizes}, dim={self.bank.shape[1]}, wrap_at={self.wrap_at}"

@@ -1,11 +1,13 @@
 """MemoryQueue: ring-buffer wrap-around, HiCo's pointer quirk, checkpoints, gathered enqueue."""
 
 import os
+import random
 import socket
 
 import pytest
 import torch
 import torch.multiprocessing as mp
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from skelfast.queue import MemoryQueue
 
@@ -69,6 +71,84 @@ def test_state_dict_round_trip():
     b.load_state_dict(a.state_dict())
     torch.testing.assert_close(b.bank, a.bank)
     assert b.ptr.tolist() == [4, 0]
+
+
+def _enqueue_reading_the_buffer(mq: MemoryQueue, keys: torch.Tensor, level: int) -> None:
+    """The enqueue before the host-side pointer mirror: it read the pointer back from the buffer."""
+    queue = mq.level(level)
+    size, wrap = mq.sizes[level], mq.wrap_at[level]
+    if keys.shape[0] > size:
+        skipped = keys.shape[0] - size
+        keys = keys[skipped:]
+        mq.ptr[level] = (mq.ptr[level] + skipped) % wrap
+    n = keys.shape[0]
+    ptr = int(mq.ptr[level])
+    first = min(n, size - ptr)
+    queue[ptr : ptr + first] = keys[:first]
+    queue[: n - first] = keys[first:]
+    mq.ptr[level] = (ptr + n) % wrap
+
+
+def test_host_pointer_mirror_writes_where_the_buffer_pointer_did():
+    # wrap-around, HiCo's wrap_at quirk and more keys than slots, on three levels in random order
+    rng = random.Random(0)
+    sizes, wrap_at = [7, 12, 3], [None, 5, None]
+    mirrored = MemoryQueue(sizes, dim=2, wrap_at=wrap_at, generator=torch.Generator().manual_seed(0))
+    old = MemoryQueue(sizes, dim=2, wrap_at=wrap_at, generator=torch.Generator().manual_seed(0))
+    for step in range(40):
+        level, n = rng.randrange(3), rng.randrange(1, 15)
+        keys = torch.full((n, 2), float(step)) + torch.arange(n, dtype=torch.float32)[:, None] / 100
+        mirrored.enqueue(keys, level)
+        with torch.no_grad():
+            _enqueue_reading_the_buffer(old, keys, level)
+        assert torch.equal(mirrored.bank, old.bank) and torch.equal(mirrored.ptr, old.ptr), step
+        assert mirrored.pointers() == old.ptr.tolist()
+
+
+def test_pointer_mirror_survives_a_state_dict_round_trip():
+    a = MemoryQueue([6, 3], dim=2)
+    a.enqueue(torch.randn(4, 2), level=0)
+    a.enqueue(torch.randn(2, 2), level=1)
+    b = MemoryQueue([6, 3], dim=2)
+    b.load_state_dict(a.state_dict())
+    assert b.pointers() == [4, 2]
+    keys = torch.randn(3, 2)
+    a.enqueue(keys, level=0)
+    b.enqueue(keys, level=0)  # rows 4, 5 then row 0, as the saved pointer says
+    assert torch.equal(b.bank, a.bank) and b.pointers() == a.pointers() == [1, 2]
+    assert torch.equal(b.ptr, torch.tensor([1, 2]))
+
+
+def test_a_direct_write_to_the_pointer_buffer_is_honoured():
+    # loaders (e.g. ISC's official checkpoints) may set queue.ptr in place
+    mq = MemoryQueue([5], dim=1)
+    mq.enqueue(torch.zeros(1, 1))
+    mq.ptr[0] = 3
+    mq.enqueue(torch.ones(1, 1))
+    assert float(mq.bank[3, 0]) == 1.0 and mq.pointers() == [4]
+
+
+class _CountScalarReads(TorchDispatchMode):
+    """Counts reads of a tensor's value into Python (int(), .item(), bool(): a host sync on a GPU)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        self.reads += func is torch.ops.aten._local_scalar_dense.default
+        return func(*args, **(kwargs or {}))
+
+
+def test_enqueue_never_reads_the_pointer_back():
+    mq = MemoryQueue([8, 4], dim=2)
+    mq.enqueue(torch.zeros(3, 2), level=1)  # the mirror is in sync from construction on
+    with _CountScalarReads() as mode:
+        for n in (3, 6, 9):
+            mq.enqueue(torch.zeros(n, 2), level=0)
+            mq.enqueue(torch.zeros(n, 2), level=1)
+    assert mode.reads == 0
+    assert mq.pointers() == [2, 1]  # (3 + 6 + 9) % 8 and (3 + 3 + 6 + 9) % 4
 
 
 def test_bad_input():
