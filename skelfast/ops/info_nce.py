@@ -16,13 +16,21 @@ O(N * D) composition of these statistics with the positives:
 Backends: ``triton`` (CUDA; CPU tensors under ``TRITON_INTERPRET=1`` when forced), ``torch`` (the
 same online algorithm in PyTorch over queue chunks, memory O(N * chunk); the CPU default) and
 ``reference`` (``skelfast.reference.info_nce``: full logits and F.cross_entropy).
+
+Mixed precision: under ``torch.autocast`` the losses run like autocast's fp32 ops (cross_entropy,
+log_softmax): autocast is off inside, so every dot product accumulates in fp32 and nothing is recast.
+Half-precision features may then meet the fp32 queue buffer: on the ``triton`` backend the bank is
+cast down to the features' dtype (half-precision tiles, fp32 accumulation, as for all-half inputs),
+on ``torch`` and ``reference`` the features are cast up to float32. Outside autocast the queries and
+the queue must share a dtype.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +44,8 @@ from skelfast.reference.info_nce import nearest_queue_entry, queue_logits
 
 OP = "info_nce"
 TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+AUTOCAST_DEVICES = ("cpu", "cuda")
+HALF_DTYPES = (torch.float16, torch.bfloat16)
 TRITON_MAX_FEATURES = 128  # kernels/info_nce.py BD
 CHUNK_BYTES = 1 << 20  # the chunked path keeps one (rows, chunk) fp32 tile in about 1 MiB of cache
 CHUNK_FRACTION = 16  # ... and at most 1/16 of the level's full logits, so small queues stay lean too
@@ -203,6 +213,12 @@ def _backward(ctx, grad_lse, grad_o, grad_top1):  # noqa: ANN001, ANN202
 
 _queue_softmax_stats.register_autograd(_backward, setup_context=_setup_context)
 
+# The ops called directly under autocast (the public functions turn autocast off first): float32
+# inputs, and no autocast inside, where it would recast the chunked path's matmuls to half precision.
+for _device_type in AUTOCAST_DEVICES:
+    _queue_softmax_stats.register_autocast(_device_type, torch.float32)
+    _queue_softmax_moment.register_autocast(_device_type, torch.float32)
+
 
 # --- input checks and backend choice ----------------------------------------------------------
 
@@ -213,26 +229,77 @@ def _check_finite(name: str, t: torch.Tensor) -> None:
         raise ValueError(f"info_nce: {name} contains NaN or Inf")
 
 
-def _triton_reason(q: torch.Tensor) -> str | None:
-    reason = backends.triton_reason(q.device)
+def _triton_reason(device: torch.device, dtype: torch.dtype, features: int) -> str | None:
+    reason = backends.triton_reason(device)
     if reason is not None:
         return reason
-    if q.dtype not in TRITON_DTYPES:
+    if dtype not in TRITON_DTYPES:
         return (
-            f"the Triton kernels take float32, float16 or bfloat16, not {str(q.dtype).removeprefix('torch.')}"
+            f"the Triton kernels take float32, float16 or bfloat16, not {str(dtype).removeprefix('torch.')}"
         )
-    if q.dtype == torch.bfloat16 and q.device.type == "cpu":
+    if dtype == torch.bfloat16 and device.type == "cpu":
         return "the Triton interpreter has no bfloat16 dot"
-    if q.shape[1] > TRITON_MAX_FEATURES:
-        return f"the Triton kernels take at most {TRITON_MAX_FEATURES} features, got {q.shape[1]}"
+    if features > TRITON_MAX_FEATURES:
+        return f"the Triton kernels take at most {TRITON_MAX_FEATURES} features, got {features}"
     return None
 
 
-def _backend(q: torch.Tensor) -> str:
-    checks = {"triton": lambda: _triton_reason(q), "torch": lambda: None, "reference": lambda: None}
+def _backend(device: torch.device, dtype: torch.dtype, features: int) -> str:
+    checks = {
+        "triton": lambda: _triton_reason(device, dtype, features),
+        "torch": lambda: None,
+        "reference": lambda: None,
+    }
     # the interpreter is far slower than the chunked path: Triton on the CPU only when forced
-    order = ("triton", "torch", "reference") if q.device.type == "cuda" else ("torch", "reference")
+    order = ("triton", "torch", "reference") if device.type == "cuda" else ("torch", "reference")
     return backends.choose(OP, checks, order)
+
+
+# --- mixed precision --------------------------------------------------------------------------
+
+
+def _autocast_on(device: torch.device) -> bool:
+    return device.type in AUTOCAST_DEVICES and torch.is_autocast_enabled(device.type)
+
+
+def _autocast_off(device: torch.device) -> contextlib.AbstractContextManager:
+    """Autocast off inside the losses: they are fp32-accumulating reductions, and autocast would
+    recast the chunked path's matmuls (and the positives' dot products) to half precision."""
+    return torch.autocast(device.type, enabled=False) if _autocast_on(device) else contextlib.nullcontext()
+
+
+def _autocast_dtype(q: torch.Tensor, bank: torch.Tensor) -> torch.dtype | None:
+    """Under autocast, the one dtype that queries, positives and queue run in: the queue's where it
+    is the queries', else (half-precision features meeting the fp32 buffer) the half dtype where
+    the Triton kernels would take it (half tiles are their point; they accumulate in fp32) and
+    float32 otherwise. None outside autocast, or where no autocast rule applies (float64): the
+    dtype check then reports a mismatch."""
+    if q.device != bank.device or not _autocast_on(q.device):
+        return None
+    if q.dtype == bank.dtype:
+        return q.dtype
+    dtypes = {q.dtype, bank.dtype}
+    if not dtypes <= {torch.float32, *HALF_DTYPES}:
+        return None
+    half = [t for t in HALF_DTYPES if t in dtypes]
+    if len(half) == 1:
+        try:
+            if _backend(q.device, half[0], q.shape[1]) == "triton":
+                return half[0]
+        except backends.BackendUnavailableError:
+            pass  # a forced backend that cannot take the half dtype: float32 below
+    return torch.float32
+
+
+T = TypeVar("T", torch.Tensor, list[torch.Tensor])
+
+
+def _cast(tensors: T, dtype: torch.dtype | None) -> T:
+    if dtype is None:
+        return tensors
+    if isinstance(tensors, torch.Tensor):
+        return tensors.to(dtype)
+    return [t.to(dtype) for t in tensors]
 
 
 class QueueStats(NamedTuple):
@@ -271,9 +338,12 @@ def queue_softmax_stats(
         raise ValueError(
             f"info_nce: queries have D={q.shape[1]} features but the queue has D={bank.shape[1]}"
         )
+    mixed = _autocast_dtype(q, bank)
+    q, bank = _cast(q, mixed), _cast(bank, mixed)
     if bank.device != q.device or bank.dtype != q.dtype:
         raise ValueError(
             f"info_nce: queue is {bank.dtype} on {bank.device} but queries are {q.dtype} on {q.device}"
+            " (outside torch.autocast they must match)"
         )
     rows = [q.shape[0]] if rows is None else [int(n) for n in rows]
     ranges = [(0, bank.shape[0])] if ranges is None else [(int(a), int(b)) for a, b in ranges]
@@ -288,11 +358,12 @@ def queue_softmax_stats(
             raise ValueError(
                 f"info_nce: queue range ({start}, {count}) is outside the bank of {bank.shape[0]} rows"
             )
-    backend = backend or _backend(q)
-    if backend == "triton" and (reason := _triton_reason(q)) is not None:
+    backend = backend or _backend(q.device, q.dtype, q.shape[1])
+    if backend == "triton" and (reason := _triton_reason(q.device, q.dtype, q.shape[1])) is not None:
         raise backends.BackendUnavailableError(f"{OP}: backend 'triton' cannot run: {reason}")
     flat = [v for pair in ranges for v in pair]
-    return QueueStats(*_queue_softmax_stats(q, bank, rows, flat, 1.0 / temperature, backend == "triton"))
+    with _autocast_off(q.device):
+        return QueueStats(*_queue_softmax_stats(q, bank, rows, flat, 1.0 / temperature, backend == "triton"))
 
 
 # --- the losses -------------------------------------------------------------------------------
@@ -388,11 +459,27 @@ def info_nce(
             _check_finite(f"level {lvl} queries", q)
             _check_finite(f"level {lvl} positives", pos)
         _check_finite("the queue", bank)
+    mixed = _autocast_dtype(queries[0], bank)
+    queries, positives, bank = _cast(queries, mixed), _cast(positives, mixed), _cast(bank, mixed)
+    with _autocast_off(bank.device):
+        return _info_nce(queries, positives, bank, ranges, temperature, mined, normalize)
+
+
+def _info_nce(
+    queries: list[torch.Tensor],
+    positives: list[torch.Tensor],
+    bank: torch.Tensor,
+    ranges: list[tuple[int, int]],
+    temperature: float,
+    mined: Sequence[torch.Tensor | None] | None,
+    normalize: bool,
+) -> InfoNCEOutput:
     if normalize:
         queries = [F.normalize(q, dim=-1) for q in queries]
         positives = [F.normalize(p, dim=-1) for p in positives]
 
-    if _backend(queries[0]) == "reference":
+    q0 = queries[0]
+    if _backend(q0.device, q0.dtype, q0.shape[1]) == "reference":
         return _reference_output(queries, positives, bank, ranges, temperature, mined)
 
     stats = queue_softmax_stats(torch.cat(queries), bank, temperature, [q.shape[0] for q in queries], ranges)
@@ -512,10 +599,26 @@ def hiclr_loss(
             _check_finite(f"hiclr_loss {name}", t)
     if check_finite:
         _check_finite("the queue", queue)
+    mixed = _autocast_dtype(q, queue)
+    branches, k, queue = _cast(branches, mixed), _cast(k, mixed), _cast(queue, mixed)
+    with _autocast_off(queue.device):
+        return _hiclr_loss(branches, k, queue, temperature, mining, consistency_weight, normalize)
+
+
+def _hiclr_loss(
+    branches: list[torch.Tensor],
+    k: torch.Tensor,
+    queue: torch.Tensor,
+    temperature: float,
+    mining: bool,
+    consistency_weight: float,
+    normalize: bool,
+) -> HiCLRLoss:
     if normalize:
         branches = [F.normalize(b, dim=-1) for b in branches]
         k = F.normalize(k, dim=-1)
-    if _backend(q) == "reference":
+    q = branches[0]
+    if _backend(q.device, q.dtype, q.shape[1]) == "reference":
         loss, nce, l1, l2 = reference_hiclr_loss(*branches, k, queue, temperature, mining, consistency_weight)
         top1 = torch.stack([nearest_queue_entry(b, queue) for b in branches])
         return HiCLRLoss(loss, nce, l1, l2, top1)

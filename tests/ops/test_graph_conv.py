@@ -222,3 +222,100 @@ def test_aten_gemm_fallback_matches_reference():
     env = {**os.environ, "SKELFAST_CPU_BLAS": "aten"}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+# --- torch.autocast ---------------------------------------------------------------------------
+
+
+def autocast_inputs():
+    """What ST-GCN hands the op under autocast: bf16 activations (from the autocast temporal conv),
+    float32 parameters and adjacency."""
+    x, w, b, A = make_inputs(2, 5, 6, 4, 25, 3)
+    return x.detach().bfloat16().requires_grad_(), w, b, A
+
+
+def abs_bound(x, w, b, A):
+    """|y| of every term: the reference on absolute values, the scale of each output's rounding."""
+    return reference.graph_conv(*(t.detach().float().abs() for t in (x, w, b, A)))
+
+
+@requires_cpp
+def test_autocast_cpu_computes_in_float32_and_returns_bf16():
+    """The C++ CPU kernel has no bf16 path: under autocast it runs in float32 on the (exactly
+    representable) upcast inputs, and the result is that float32 output rounded to bf16."""
+    x, w, b, A = autocast_inputs()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = graph_conv(x, w, b, A)
+    want = graph_conv(x.float(), w, b, A)
+    assert got.dtype == torch.bfloat16
+    assert torch.equal(got, want.bfloat16())
+    # gradients come back in each input's own dtype, from the float32 backward
+    grads = torch.autograd.grad(got.float().sum(), [x, w, b, A])
+    want_grads = torch.autograd.grad(want.sum(), [x, w, b, A])
+    assert [g.dtype for g in grads] == [torch.bfloat16, torch.float32, torch.float32, torch.float32]
+    assert torch.equal(grads[0], want_grads[0].bfloat16())
+    for g, r, name in zip(grads[1:], want_grads[1:], ("weight", "bias", "A"), strict=True):
+        assert_close(g, r, 0, 0, f"autocast grad {name}")
+
+
+def test_autocast_reference_runs_in_bf16():
+    """The reference einsum takes bf16 itself. A term w x A meets at most five roundings to bf16
+    (w and A, or b, as inputs; W x; W x + b; the output), each within 2^-9 relative (bf16's 8-bit
+    significand), so every output is within 5 * 2^-9 < 2^-6 of the sum of its terms' magnitudes."""
+    x, w, b, A = autocast_inputs()
+    with use_backend("graph_conv=reference"), torch.autocast("cpu", dtype=torch.bfloat16):
+        got = graph_conv(x, w, b, A)
+    want = reference.graph_conv(x.float(), w, b, A)
+    assert got.dtype == torch.bfloat16
+    assert bool(((got.float() - want).abs() <= 2.0**-6 * abs_bound(x, w, b, A)).all())
+
+
+@requires_cpp
+def test_op_called_directly_under_autocast_runs_in_float32():
+    """The op's autocast rule: float32 inputs, no recasting of the kernels' own matmuls inside
+    (before the rule, the nested matmuls came back bf16 and the kernel failed on mixed dtypes)."""
+    x, w, b, A = (t.detach() for t in make_inputs(2, 5, 6, 4, 25, 3))
+    grad = torch.randn(2, 6, 4, 25)
+    want = torch.ops.skelfast.graph_conv(x, w, b, A)
+    want_grads = torch.ops.skelfast.graph_conv_backward(grad, x, w, b, A, [True] * 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = torch.ops.skelfast.graph_conv(x, w, b, A)
+        got_grads = torch.ops.skelfast.graph_conv_backward(grad, x, w, b, A, [True] * 4)
+    assert torch.equal(got, want)
+    assert all(torch.equal(g, r) for g, r in zip(got_grads, want_grads, strict=True))
+
+
+@requires_cpp
+def test_torch_compile_fullgraph_under_autocast():
+    x, w, b, A = autocast_inputs()
+
+    def f(x, w, b, A):
+        return graph_conv(x, w, b, A)
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        eager = f(x, w, b, A)
+        compiled = torch.compile(f, fullgraph=True, backend="inductor")(x, w, b, A)
+    assert compiled.dtype == torch.bfloat16
+    assert torch.equal(compiled, eager)  # the same float32 kernel, the same final rounding
+
+
+def test_mixed_dtypes_outside_autocast_are_still_an_error():
+    x, w, b, A = autocast_inputs()
+    with pytest.raises(TypeError, match="weight has dtype torch.float32 but x has dtype torch.bfloat16"):
+        graph_conv(x, w, b, A)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_autocast_cuda_runs_the_half_precision_kernel(dtype):
+    """On CUDA the C++ kernel takes fp16/bf16 (fp32 accumulation): under autocast it runs in the
+    autocast dtype. A term meets at most five roundings to the half dtype (2^-9 relative for bf16,
+    2^-12 for fp16), as in the reference test: within 2^-6 of each output's term magnitudes."""
+    x, w, b, A = (t.detach().cuda() for t in autocast_inputs())
+    with torch.autocast("cuda", dtype=dtype):
+        got = graph_conv(x, w, b, A)
+    assert got.dtype == dtype
+    with use_backend("graph_conv=cpp"):
+        assert torch.equal(got, graph_conv(*(t.to(dtype) for t in (x, w, b, A))))
+    want = reference.graph_conv(x.float(), w, b, A)
+    assert bool(((got.float() - want).abs() <= 2.0**-6 * abs_bound(x, w, b, A)).all())
