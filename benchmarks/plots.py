@@ -12,6 +12,7 @@ Run: ``python -m benchmarks.plots`` (``make bench`` runs it after the benchmarks
 from __future__ import annotations
 
 import csv
+import math
 import os
 import re
 import sys
@@ -229,8 +230,11 @@ def _annotation(text: str, value: float) -> str:
     return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
 
 
-def _draw_panel(ax: plt.Axes, panel: Panel, labels: list[str], rows: list[dict[str, str]]) -> bool:
-    """Grouped horizontal bars, one group per case; returns False when no series has a value."""
+def _draw_panel(
+    ax: plt.Axes, legend_ax: plt.Axes, panel: Panel, labels: list[str], rows: list[dict[str, str]]
+) -> bool:
+    """Grouped horizontal bars on ``ax``, one group per case, their legend on ``legend_ax`` (below
+    it); returns False when no series is in the table."""
     present = [s for s in panel.series if any(s.metric in row for row in rows)]
     if not present:
         return False
@@ -245,7 +249,13 @@ def _draw_panel(ax: plt.Axes, panel: Panel, labels: list[str], rows: list[dict[s
             if value is None:
                 if series.metric in row:  # measured but not a number: say so on the chart
                     ax.text(
-                        0, y, " n/a", va="center", fontsize=7, color=color, transform=ax.get_yaxis_transform()
+                        0,
+                        y,
+                        f" {series.label}: n/a",
+                        va="center",
+                        fontsize=7,
+                        color=color,
+                        transform=ax.get_yaxis_transform(),
                     )
                 continue
             values_all.append(value)
@@ -263,7 +273,8 @@ def _draw_panel(ax: plt.Axes, panel: Panel, labels: list[str], rows: list[dict[s
     ax.set_yticks(range(len(rows)), labels, fontsize=8)
     ax.set_ylim(len(rows) - 0.5, -0.5)  # first case on top, as in the table (axes share y)
     ax.set_xlabel(panel.title + (" (lower is better)" if panel.lower_is_better else ""))
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12 - 0.5 / len(rows)), ncol=2)
+    legend_ax.axis("off")
+    legend_ax.legend(*ax.get_legend_handles_labels(), fontsize=7, loc="upper center", ncol=2)
     ax.grid(axis="x", alpha=0.3)
     return True
 
@@ -275,14 +286,20 @@ def plot_run(run: Run, spec: PlotSpec, path: str) -> bool:
     if not panels:
         return False
     labels = [run.label(row, spec.label_metrics) for row in run.rows]
-    height = 2.6 + 0.4 * len(run.rows) * max(1, max(len(p.series) for p in panels) // 2)
+    bars_height = 0.6 + 0.35 * len(run.rows) * max(1, max(len(p.series) for p in panels) // 2)
+    legend_entries = max(sum(1 + len(s.targets) for s in p.series) for p in panels)
+    legend_height = 0.2 + 0.2 * math.ceil(legend_entries / 2)  # two columns of ~0.2 in per line
     widths = [2.0 if i == 0 and len(panels) > 1 else 1.0 for i in range(len(panels))]
-    fig, axes = plt.subplots(
-        1, len(panels), figsize=(4.5 * sum(widths), height), sharey=True, gridspec_kw={"width_ratios": widths}
+    fig, grid = plt.subplots(
+        2,
+        len(panels),
+        figsize=(4.5 * sum(widths), 1.2 + bars_height + legend_height),
+        sharey="row",
+        squeeze=False,
+        gridspec_kw={"width_ratios": widths, "height_ratios": [bars_height, legend_height]},
     )
-    axes = [axes] if len(panels) == 1 else list(axes)
-    for ax, panel in zip(axes, panels, strict=True):
-        _draw_panel(ax, panel, labels, run.rows)
+    for column, panel in enumerate(panels):
+        _draw_panel(grid[0][column], grid[1][column], panel, labels, run.rows)
     fig.suptitle(
         f"{run.benchmark}: {spec.title}\n{run.device}, torch {run.torch}, {run.date} UTC", fontsize=10
     )
