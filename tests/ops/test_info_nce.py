@@ -13,8 +13,10 @@ import skelfast
 from skelfast import aot
 from skelfast import reference as ref
 from skelfast.ops import hiclr_loss, info_nce, queue_softmax_stats
+from skelfast.ops import info_nce as info_nce_module
 from skelfast.reference.info_nce import nearest_queue_entry
 from tests.utils import assert_close
+from tests.test_queue import _CountScalarReads
 
 BACKENDS = ["torch", "triton"]
 
@@ -168,6 +170,85 @@ def test_gradient_into_weighted_keys(backend):
     assert_close(got, want, atol=1e-5, rtol=1e-4, what="d q through o")
 
 
+def full_stats(q, bank, tau, rows, ranges):
+    """lse, weighted keys and nearest entry of each level from its full logits (float64)."""
+    lse, o, top1 = [], [], []
+    for q_l, (start, count) in zip(q.double().split(rows), ranges, strict=True):
+        keys = bank[start : start + count].double()
+        logits = q_l @ keys.T / tau
+        lse.append(torch.logsumexp(logits, 1))
+        o.append(torch.softmax(logits, 1) @ keys)
+        top1.append(nearest_queue_entry(q_l, keys))
+    return torch.cat(lse), torch.cat(o), torch.cat(top1)
+
+
+# level layouts of the chunked path: evenly stepping queues batched into one matmul (HiCo's
+# 2 + 3 levels), levels sharing a queue stacked (HiCLR's branches), a backward step (ISC's swapped
+# queues), overlapping windows, and a lone level; each queue spans several chunks
+LAYOUTS = {
+    "hico": ([3, 3, 3, 3, 3], [(0, 700), (700, 700), (1400, 300), (1700, 300), (2000, 300)]),
+    "shared": ([2, 3, 4], [(100, 600)] * 3),
+    "swapped": ([4, 4], [(600, 600), (0, 600)]),
+    "overlapping": ([2, 2, 2, 1], [(0, 900), (300, 900), (600, 900), (5, 1)]),
+}
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_chunked_path_batches_levels_exactly(layout):
+    rows, ranges = LAYOUTS[layout]
+    q, bank = unit(sum(rows), 16, grad=True), unit(2300, 16)
+    groups = info_nce_module._plan(tuple(rows), tuple(v for r in ranges for v in r))
+    assert any(g.count > g.chunk for g in groups)  # the queues really are chunked
+    if layout == "hico":  # two batched matmuls per chunk, not one per level
+        assert [(g.levels, g.count) for g in groups] == [(2, 700), (3, 300)]
+    stats = queue_softmax_stats(q, bank, 0.1, rows, ranges, backend="torch")
+    lse, o, top1 = full_stats(q.detach(), bank, 0.1, rows, ranges)
+    # fp32 statistics against float64: a few ulp of |lse| ~ 10 and of the unit-norm weighted keys
+    assert_close(stats.lse, lse.float(), atol=1e-5, rtol=1e-6, what="lse")
+    assert_close(stats.weighted_keys, o.float(), atol=1e-6, rtol=1e-5, what="weighted keys")
+    assert torch.equal(stats.top1, top1)
+
+
+def test_chunked_path_tiles_stay_within_the_memory_budget():
+    # HiCo at its official sizes: all tiles of one call within 1/16 of the five levels' full logits
+    rows = (64,) * 5
+    ranges = (0, 8192, 8192, 8192, 16384, 2048, 18432, 2048, 20480, 2048)
+    groups = info_nce_module._plan(rows, ranges)
+    logit_bytes = 4 * 64 * (2 * 8192 + 3 * 2048)
+    for g in groups:
+        assert 4 * g.levels * g.rows * g.chunk <= logit_bytes // info_nce_module.CHUNK_FRACTION
+
+
+def test_large_logits_fall_back_to_the_online_recurrence():
+    # norm-30 queries at tau = 0.1: logits up to 300, so later chunks exceed the first chunk's
+    # maximum by far more than the fixed shift allows; the rerun rescales per chunk instead
+    q, bank = 30 * unit(6, 8), unit(3000, 8)
+    stats = queue_softmax_stats(q, bank, 0.1, backend="torch")
+    lse, o, top1 = full_stats(q, bank, 0.1, [6], [(0, 3000)])
+    first_chunk = info_nce_module._plan((6,), (0, 3000))[0].chunk
+    assert float((lse - torch.logsumexp(q.double() @ bank[:first_chunk].double().T / 0.1, 1)).max()) > 40
+    assert_close(stats.lse, lse.float(), atol=1e-4, rtol=1e-6, what="lse")  # |lse| ~ 300: ulp 3e-5
+    assert_close(stats.weighted_keys, o.float(), atol=1e-5, rtol=1e-5, what="weighted keys")
+    assert torch.equal(stats.top1, top1)
+
+
+def test_finite_check_reads_the_device_once_and_names_the_culprit():
+    queries = [unit(3, 8) for _ in range(5)]
+    positives = [unit(3, 8) for _ in range(5)]
+    bank = unit(20, 8)
+    with _CountScalarReads() as mode:
+        info_nce_module._check_finite(
+            "info_nce", [(str(i), t) for i, t in enumerate([*queries, *positives, bank])]
+        )
+    assert mode.reads == 1
+    positives[3] = positives[3].clone()
+    positives[3][1, 2] = float("inf")
+    with pytest.raises(ValueError, match="level 3 positives contains NaN or Inf"):
+        info_nce(queries, positives, bank, 0.2)
+    with pytest.raises(ValueError, match="hiclr_loss: q1 contains NaN"):
+        hiclr_loss(unit(3, 8), unit(3, 8) * float("nan"), unit(3, 8), unit(3, 8), bank)
+
+
 def test_float64_gradcheck_of_the_chunked_path():
     q, pos, bank = (
         unit(4, 5, dtype=torch.float64, grad=True),
@@ -276,3 +357,114 @@ def test_every_kernel_configuration_compiles_and_fits():
     reports = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert len(reports) == 8 and all(r["fits"] for r in reports), reports
+
+
+# --- torch.autocast ---------------------------------------------------------------------------
+
+AUTOCAST_BF16 = dict(device_type="cpu", dtype=torch.bfloat16)
+
+
+def bf16_leaves(*tensors):
+    """bf16 copies (what the encoders return under autocast) and float32 twins of the same values."""
+    halves = [t.detach().bfloat16().requires_grad_() for t in tensors]
+    return halves, [h.detach().float().requires_grad_() for h in halves]
+
+
+def check_grads_in_bf16(got, want, what):
+    # a bf16 gradient is the float32 gradient (same values, another summation order: 1e-5) rounded
+    # once to bf16's 8-bit significand: within 2^-9 relative, 2^-8 with margin
+    for i, (g, w) in enumerate(zip(got, want, strict=True)):
+        assert g.dtype == torch.bfloat16
+        assert_close(g.float(), w, atol=1e-5, rtol=2.0**-8, what=f"{what} {i}")
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton", "reference"])
+def test_autocast_bf16_features_meet_the_float32_queue(backend):
+    """HiCo's shape (multi-positive and single-positive levels on slices of one fp32 bank) under CPU
+    autocast: the features are cast up (the interpreter has no bf16 dot, so "triton" too), so the
+    losses equal the float32 losses of the same values (1e-5: float32 in another order)."""
+    (q0, q1, p0, p1), twins = bf16_leaves(unit(5, 16), unit(4, 16), unit(5, 3, 16), unit(4, 16))
+    bank, ranges = unit(40, 16), [(0, 24), (24, 16)]
+    with forcing(backend), torch.autocast(**AUTOCAST_BF16):
+        out = info_nce([q0, q1], [p0, p1], bank, 0.07, queue_ranges=ranges)
+    expected = ref.info_nce(twins[:2], twins[2:], [bank[:24], bank[24:]], 0.07)
+    assert out.losses.dtype == torch.float32
+    assert_close(out.losses, expected, atol=1e-5, rtol=1e-5, what="autocast losses")
+    check_grads_in_bf16(grads(out.losses.sum(), [q0, q1, p0, p1]), grads(expected.sum(), twins), "d")
+
+
+@pytest.mark.parametrize("mining", [False, True])
+def test_autocast_hiclr_loss_with_a_float32_queue(mining):
+    (q, q1, q2, k), twins = bf16_leaves(*(unit(6, 16) for _ in range(4)))
+    queue = unit(30, 16)
+    with torch.autocast(**AUTOCAST_BF16):
+        got = hiclr_loss(q, q1, q2, k, queue, 0.2, mining=mining)
+    want = hiclr_loss(*twins, queue, 0.2, mining=mining)
+    for name in ("loss", "nce", "consistency_1", "consistency_2"):
+        assert_close(getattr(got, name), getattr(want, name), atol=1e-5, rtol=1e-5, what=name)
+    assert torch.equal(got.top1, want.top1)
+    check_grads_in_bf16(grads(got.loss, [q, q1, q2, k]), grads(want.loss, twins), "hiclr d")
+
+
+def test_autocast_leaves_float32_inputs_in_float32():
+    """Float32 features and queue under autocast give bit-equal statistics and losses: autocast is
+    off inside (before, the chunked path's matmuls silently ran in bf16)."""
+    q, pos, bank = unit(7, 16), unit(7, 2, 16), unit(3000, 16)  # several queue chunks
+    want_stats, want = queue_softmax_stats(q, bank, 0.1), info_nce(q, pos, bank, 0.1)
+    with torch.autocast(**AUTOCAST_BF16):
+        got_stats, got = queue_softmax_stats(q, bank, 0.1), info_nce(q, pos, bank, 0.1)
+    assert all(torch.equal(a, b) for a, b in zip(got_stats, want_stats, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
+
+
+def test_op_called_directly_under_autocast_runs_in_float32():
+    q, bank = unit(6, 16), unit(20, 16)
+    args = ([4, 2], [0, 20, 5, 7], 5.0, False)
+    want = torch.ops.skelfast.queue_softmax_stats(q, bank, *args)
+    with torch.autocast(**AUTOCAST_BF16):
+        got = torch.ops.skelfast.queue_softmax_stats(q.bfloat16(), bank, *args)
+    want_bf16 = torch.ops.skelfast.queue_softmax_stats(q.bfloat16().float(), bank, *args)
+    assert all(torch.equal(a, b) for a, b in zip(got, want_bf16, strict=True))
+    assert got[0].dtype == want[0].dtype == torch.float32
+
+
+def test_mismatched_dtypes_outside_autocast_are_still_an_error():
+    q = unit(3, 8, dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match="queue is torch.float32 on cpu but queries are torch.bfloat16"):
+        queue_softmax_stats(q, unit(5, 8), 0.2)
+    with pytest.raises(ValueError, match="queue is torch.float32 on cpu but queries are torch.float64"):
+        with torch.autocast(**AUTOCAST_BF16):  # autocast never makes float64: still a mismatch
+            queue_softmax_stats(unit(3, 8, dtype=torch.float64), unit(5, 8), 0.2)
+
+
+def test_torch_compile_fullgraph_under_autocast():
+    (q, pos), _ = bf16_leaves(unit(5, 16), unit(5, 16))
+    bank = unit(40, 16)
+
+    def total(q, pos):
+        return info_nce(q, pos, bank, 0.2, check_finite=False).losses.sum()
+
+    with torch.autocast(**AUTOCAST_BF16):
+        eager = total(q, pos)
+        compiled = torch.compile(total, fullgraph=True)(q, pos)
+    assert_close(compiled, eager, atol=1e-6, rtol=1e-6, what="compiled autocast loss")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_autocast_cuda_casts_the_bank_to_bf16_tiles():
+    """On CUDA the Triton kernels take the bf16 queries with the fp32 bank cast to bf16 (fp32
+    accumulation). Reference: float32 on the same bf16-rounded values. bf16 x bf16 products are exact
+    in fp32, so the losses match to fp32 summation (1e-4); the probabilities are rounded to bf16 for
+    the weighted key sum (2^-9 relative), so gradients get 2^-7 relative and the fp16 test's atol."""
+    (q, pos), _ = bf16_leaves(unit(17, 64), unit(17, 3, 64))
+    q, pos = (t.detach().cuda().requires_grad_() for t in (q, pos))
+    bank = unit(500, 64).cuda()
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = info_nce([q], [pos], bank, 0.07)
+    q32, p32 = (t.detach().float().requires_grad_() for t in (q, pos))
+    expected = ref.info_nce([q32], [p32], [bank.bfloat16().float()], 0.07)
+    assert_close(out.losses, expected, atol=1e-4, rtol=1e-4, what="bf16 tiles loss")
+    for got, want, name in zip(
+        grads(out.losses.sum(), [q, pos]), grads(expected.sum(), [q32, p32]), ["q", "pos"], strict=True
+    ):
+        assert_close(got.float(), want, atol=2e-2, rtol=2.0**-7, what=f"bf16 tiles d {name}")
