@@ -12,6 +12,7 @@ per sample applied to every joint).
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -36,14 +37,24 @@ def _random_rotation(x: torch.Tensor, lengths: torch.Tensor, gen: torch.Generato
     return torch.einsum("bij,bjtvm->bitvm", rot, x)
 
 
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its reaped children (the pool's workers)."""
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def bench_conversion(n_files: int = 400, rounds: int = 2) -> list[dict[str, object]]:
     """Files/s converting ``n_files`` raw files with 1 worker, all cores (forked workers, the default)
     and all cores with ``spawn`` workers (each re-imports skelfast and torch: the start-up the default
     avoids). The cases alternate for ``rounds`` rounds and the best time of each is kept, so a busy
-    machine slows every case alike."""
+    machine slows every case alike. The CPU column (all processes, per file) shows the overhead of
+    parallelism independently of how busy the machine is: equal CPU per file means the wall time
+    divides by the workers on an idle machine."""
     cores = os.cpu_count() or 1
     cases = [(1, None), (cores, None), (cores, "spawn")] if cores > 1 else [(1, None)]
-    best = {case: float("inf") for case in cases}
+    best = {case: (float("inf"), 0.0) for case in cases}
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "raw"
         raw.mkdir()
@@ -51,16 +62,19 @@ def bench_conversion(n_files: int = 400, rounds: int = 2) -> list[dict[str, obje
         for r in range(rounds):
             for workers, start in cases:
                 out = Path(tmp) / f"out{r}-{workers}-{start}"
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), _cpu_seconds()
                 ntu_convert.convert_ntu(
                     raw, out, "ntu60", workers=workers, progress=False, start_method=start
                 )
-                best[workers, start] = min(best[workers, start], time.perf_counter() - t0)
+                wall, cpu = time.perf_counter() - t0, _cpu_seconds() - c0
+                best[workers, start] = min(best[workers, start], (wall, cpu))
+                shutil.rmtree(out)  # 0.3 GB per case at the default size
     rows = []
-    for (workers, start), dt in best.items():
+    for (workers, start), (wall, cpu) in best.items():
         how = "" if workers == 1 else f", {start or ntu_convert.default_start_method()}"
-        rows.append({"case": f"ntu convert agcn, {workers} worker(s){how}", "n": n_files, "seconds": round(dt, 2),
-                     "throughput": f"{n_files / dt:.1f} files/s"})  # fmt: skip
+        rows.append({"case": f"ntu convert agcn, {workers} worker(s){how}", "n": n_files,
+                     "seconds": round(wall, 2), "throughput": f"{n_files / wall:.1f} files/s",
+                     "cpu ms/file": f"{1000 * cpu / n_files:.1f}"})  # fmt: skip
     return rows
 
 
@@ -85,8 +99,9 @@ def bench_loader(n: int = 2048, batch: int = 128) -> list[dict[str, object]]:
                 t0 = time.perf_counter()
                 count = sum(x.shape[0] for x, *_ in loader)
                 dt = time.perf_counter() - t0
-                rows.append({"case": f"loader mmap, {workers} workers, augment={'rot' if aug else 'none'}", "n": count,
-                             "seconds": round(dt, 2), "throughput": f"{count / dt:.0f} samples/s"})  # fmt: skip
+                case = f"loader mmap, {workers} workers, augment={'rot' if aug else 'none'}"
+                rows.append({"case": case, "n": count, "seconds": round(dt, 2),
+                             "throughput": f"{count / dt:.0f} samples/s"})  # fmt: skip
     return rows
 
 

@@ -47,11 +47,13 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPars
         "--classes",
         choices=("raw", "compact"),
         default="raw",
-        help="raw (default): label = PKU-MMD class id - 1, 0..50 for both parts (Part II uses 41 of the 51 "
-        "ids, so its classifier needs 51 outputs). compact: the ids that occur are renumbered 0..C-1 in "
-        "increasing order (C = 41 on the full Part II) and the table is saved as OUT_DIR/class_map.json. "
-        "CRRL evaluates Part II with 41 classes but its 51 -> 41 table is unpublished, so 'compact' is the "
-        "order-preserving renumbering, not a confirmed official mapping",
+        help="raw (default): label = PKU-MMD class id - 1, 0..50 for both parts (Part II uses 41 of the "
+        "51 ids; a classifier gets 1 + the largest label outputs, up to 51). compact: the ids that occur "
+        "are renumbered 0..C-1 in increasing order (C = 41 on the full Part II) and the table is saved as "
+        "OUT_DIR/class_map.json. CRRL evaluates Part II with 41 classes but its 51 -> 41 table is "
+        "unpublished, so 'compact' is the order-preserving renumbering, not a confirmed official mapping "
+        "(accuracy does not depend on the order; with compact, Part II's classifier has 41 outputs, as "
+        "CRRL's)",
     )
     pku.add_argument(
         "--class-map",
@@ -88,9 +90,8 @@ def run(args: argparse.Namespace) -> int:
         from skelfast.data.synthetic import write_synthetic
 
         synth = write_synthetic(args.out_dir, args.samples, args.classes, args.seed, args.normalization)
-        print(
-            f"wrote {len(synth.labels)} synthetic samples ({args.classes} classes) to {args.out_dir}/{{xsub,xview}}"
-        )
+        where = f"{args.out_dir}/{{xsub,xview}}"
+        print(f"wrote {len(synth.labels)} synthetic samples ({args.classes} classes) to {where}")
         return 0
     if args.data_command == "pku":
         from skelfast.data.pku_mmd import convert_pku

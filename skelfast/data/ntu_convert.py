@@ -1,4 +1,5 @@
-"""Convert a folder of raw NTU RGB+D ``.skeleton`` files into the standard arrays (spec/isc_crrl.md §0.2-0.3).
+"""Convert a folder of raw NTU RGB+D ``.skeleton`` files into the standard arrays (spec/isc_crrl.md
+§0.2-0.3).
 
 Output, per benchmark folder (``xsub`` and ``xview`` for NTU-60, ``xsub`` and ``xset`` for NTU-120) and
 part (``train``, ``val``): ``{part}_data_joint.npy`` float32 (N, 3, 300, 25, 2), ``{part}_num_frame.npy``

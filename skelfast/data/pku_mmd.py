@@ -13,7 +13,9 @@ published (spec/isc_crrl.md §0.4, unconfirmed), so no official table is built i
 (default) keeps ``label = class id - 1`` (0..50; a classifier over Part II then needs 51 outputs, as the
 HiCo-derived PKU-II configs use); ``classes="compact"`` renumbers the ids that occur to 0..C-1 in
 increasing order (C = 41 on the full Part II) and saves the table as ``class_map.json``, which a later
-conversion can reuse so that every split shares one numbering.
+conversion can reuse so that every split shares one numbering. For the protocols (a fresh classifier
+with i.i.d. initial weights, kNN) any one-to-one numbering of the 41 classes gives the same accuracy,
+so the unknown official order matters only when comparing per-class outputs with CRRL's.
 """
 
 from __future__ import annotations
@@ -106,7 +108,8 @@ def read_split(path: str | Path) -> set[str]:
 def clips(
     skeleton_dir: str | Path, label_dir: str | Path, max_frames: int = 300
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], list[str]]:
-    """All labelled clips -> (data (N, 3, max_frames, 25, 2), num_frame (untruncated), labels, names, video ids)."""
+    """All labelled clips -> (data (N, 3, max_frames, 25, 2), num_frame (N,) untruncated, labels (N,) raw
+    0-based, names, video ids)."""
     datas, frames, labels, names, videos = [], [], [], [], []
     for lp in sorted(Path(label_dir).glob("*.txt")):
         sp = Path(skeleton_dir) / lp.name
@@ -147,11 +150,12 @@ def compact_class_ids(labels: np.ndarray, class_ids: list[int] | None = None) ->
 
 
 def save_class_map(path: str | Path, class_ids: list[int]) -> None:
-    """Write ``{"format", "class_ids": [1-based dataset ids], "note"}`` atomically (label j = class_ids[j])."""
+    """Write ``{"format", "class_ids": [1-based dataset ids], "note"}`` atomically; label j is the
+    dataset's class ``class_ids[j]``."""
     doc = {
         "format": CLASS_MAP_FORMAT,
         "class_ids": [int(c) for c in class_ids],
-        "note": "label j of the converted arrays is PKU-MMD action class_ids[j] (1-based, as in the label files)",
+        "note": "label j of the converted arrays is PKU-MMD class class_ids[j] (1-based, as in label files)",
     }
     with storage.atomic_path(path) as tmp:
         tmp.write_text(json.dumps(doc, indent=1))

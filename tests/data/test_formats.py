@@ -87,8 +87,8 @@ def test_pku_part2_like_ids_compact_to_41_classes():
 
 def test_cli_pku_compact(tmp_path, capsys):
     _pku_fixture(tmp_path)
-    argv = ["data", "pku", str(tmp_path / "skeleton"), str(tmp_path / "label"), str(tmp_path / "cross_view.txt"),
-            str(tmp_path / "out"), "--normalization", "none", "--classes", "compact"]  # fmt: skip
+    folders = [str(tmp_path / p) for p in ("skeleton", "label", "cross_view.txt", "out")]
+    argv = ["data", "pku", *folders, "--normalization", "none", "--classes", "compact"]
     assert cli.main(argv) == 0
     assert "3 classes, labels 0..2 = PKU-MMD ids [1, 5, 51]" in capsys.readouterr().out
     doc = json.loads((tmp_path / "out" / "class_map.json").read_text())

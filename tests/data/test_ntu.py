@@ -172,10 +172,13 @@ def test_converter_resumes_and_reports_corrupt_files(tmp_path):
     assert res.converted_now == 1 and res.sizes["xsub/train"] == 3
 
 
-def test_converter_in_parallel_matches_serial(tmp_path):
+@pytest.mark.parametrize("start_method", [None, "spawn"])  # the default (fork on Linux) and macOS/Windows'
+def test_converter_in_parallel_matches_serial(tmp_path, start_method):
     raw, missing, _ = _fixture(tmp_path)
     ntu_convert.convert_ntu(raw, tmp_path / "a", "ntu120", missing, workers=1, progress=False)
-    ntu_convert.convert_ntu(raw, tmp_path / "b", "ntu120", missing, workers=2, progress=False)
+    ntu_convert.convert_ntu(
+        raw, tmp_path / "b", "ntu120", missing, workers=2, progress=False, start_method=start_method
+    )
     for part in ("train", "val"):
         a = np.load(storage.data_path(tmp_path / "a" / "xset", part))
         b = np.load(storage.data_path(tmp_path / "b" / "xset", part))
