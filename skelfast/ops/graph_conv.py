@@ -79,7 +79,9 @@ def graph_conv(
         A: (K, V, V) adjacency, already multiplied by any edge-importance mask.
 
     Returns:
-        (N, C_out, T, V). Differentiable in x, weight, bias and A.
+        (N, C_out, T, V). Differentiable in x, weight, bias and A. Under ``torch.autocast`` the
+        inputs may mix float32 and the autocast dtype; the result is in the autocast dtype (see the
+        module docstring for the dtype each kernel computes in).
     """
     device_type = x.device.type
     if device_type in AUTOCAST_DEVICES and torch.is_autocast_enabled(device_type) and x.is_floating_point():
