@@ -23,6 +23,8 @@ fp16/bf16 dots with fp32 accumulation. No autograd here: skelfast/ops/info_nce.p
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -214,6 +216,25 @@ def choose_chunk(
     return max(4 * bk, -(-chunk // bk) * bk)
 
 
+@functools.lru_cache(maxsize=256)
+def launch_plan(
+    rows: tuple[int, ...], ranges: tuple[tuple[int, int], ...], bb: int, bk: int, device: torch.device
+) -> tuple[torch.Tensor, int]:
+    """The work table and slot count of ``work_table`` at ``choose_chunk``'s chunk, built once per
+    shape and device: a training loop calls with the same shapes every step, and building the table
+    costs a Python loop and a host-to-device copy."""
+    chunk = choose_chunk(list(rows), list(ranges), bb, bk, device)
+    return work_table(list(rows), list(ranges), bb, chunk, device)
+
+
+def _table(
+    rows: list[int], ranges: list[tuple[int, int]], bb: int, bk: int, chunk: int | None, device: torch.device
+) -> tuple[torch.Tensor, int]:
+    if not chunk:  # the automatic chunk
+        return launch_plan(tuple(rows), tuple(ranges), bb, bk, device)
+    return work_table(rows, ranges, bb, chunk, device)
+
+
 def queue_stats_forward(
     q: torch.Tensor,
     bank: torch.Tensor,
@@ -229,8 +250,7 @@ def queue_stats_forward(
 
     r_total, d = q.shape
     bb, bk = tiles or default_tiles(backends.triton_interpreting())
-    chunk = chunk or choose_chunk(rows, ranges, bb, bk, q.device)
-    table, slots = work_table(rows, ranges, bb, chunk, q.device)
+    table, slots = _table(rows, ranges, bb, bk, chunk, q.device)
     lse = torch.full((slots, r_total), float("-inf"), dtype=torch.float32, device=q.device)
     o = torch.zeros((slots, r_total, d), dtype=torch.float32, device=q.device)
     best = torch.full((slots, r_total), float("-inf"), dtype=torch.float32, device=q.device)
@@ -265,8 +285,7 @@ def queue_stats_backward_moment(
     q, bank = q.float(), bank.float()
     r_total, d = q.shape
     bb, bk = tiles or default_tiles(backends.triton_interpreting())
-    chunk = chunk or choose_chunk(rows, ranges, bb, bk, q.device)
-    table, slots = work_table(rows, ranges, bb, chunk, q.device)
+    table, slots = _table(rows, ranges, bb, bk, chunk, q.device)
     out = torch.zeros((slots, r_total, d), dtype=torch.float32, device=q.device)
     n_items = table.numel() // WORK_FIELDS
     if n_items:

@@ -28,6 +28,7 @@ the queue must share a dtype.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from collections.abc import Sequence
 from typing import NamedTuple, TypeVar
@@ -48,7 +49,9 @@ AUTOCAST_DEVICES = ("cpu", "cuda")
 HALF_DTYPES = (torch.float16, torch.bfloat16)
 TRITON_MAX_FEATURES = 128  # kernels/info_nce.py BD
 CHUNK_BYTES = 1 << 20  # the chunked path keeps one (rows, chunk) fp32 tile in about 1 MiB of cache
-CHUNK_FRACTION = 16  # ... and at most 1/16 of the level's full logits, so small queues stay lean too
+CHUNK_FRACTION = 16  # ... and at most 1/16 of all levels' full logits, so small queues stay lean too
+MIN_CHUNK = 256  # queue rows per matmul at least: below this, per-chunk overhead dominates
+SHIFT_MARGIN = 40.0  # fixed softmax shift: later logits may exceed it by this (e^40 * K stays finite)
 
 
 # --- the primitive: a custom op with fake and autograd ------------------------------------------
@@ -58,9 +61,117 @@ def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _chunk_size(rows: int, queue_rows: int) -> int:
-    tile_bytes = min(CHUNK_BYTES, 4 * rows * queue_rows // CHUNK_FRACTION)
-    return int(min(8192, max(256, tile_bytes // (4 * max(rows, 1)))))
+class _Group(NamedTuple):
+    """Levels the chunked path handles with one batched matmul per queue chunk: ``levels``
+    consecutive levels of ``rows`` query rows each (from query row ``row0``), level i reading the
+    queue rows ``[start + i * step, start + i * step + count)``: a strided view of the bank."""
+
+    row0: int
+    levels: int
+    rows: int
+    start: int
+    step: int
+    count: int
+    chunk: int  # queue rows per matmul (the last chunk may be shorter)
+
+
+@functools.lru_cache(maxsize=256)
+def _plan(rows: tuple[int, ...], ranges: tuple[int, ...]) -> tuple[_Group, ...]:
+    """Batches of levels for ``_chunked_stats`` (a pure function of the shapes: cached per call site).
+
+    Consecutive levels reading the same queue rows (HiCLR's branches) become one level with their
+    rows stacked; consecutive levels with equal row and queue counts whose queues step evenly forward
+    through the bank (HiCo's five levels: 2 + 3) are batched. Chunks are sized so that all tiles
+    together stay under 1/CHUNK_FRACTION of the full logits of every level (what the eager
+    reference keeps for backward) and CHUNK_BYTES."""
+    merged: list[list[int]] = []  # [rows, start, count]
+    for n, k0, kn in zip(rows, ranges[0::2], ranges[1::2], strict=True):
+        if merged and merged[-1][1:] == [k0, kn]:
+            merged[-1][0] += n
+        else:
+            merged.append([n, k0, kn])
+    batches: list[list[int]] = []  # [row0, levels, rows, start, step, count]
+    row = 0
+    for n, k0, kn in merged:
+        last = batches[-1] if batches else None
+        if last is not None and last[2] == n and last[5] == kn:
+            step = k0 - (last[3] + (last[1] - 1) * last[4])
+            if step > 0 and (last[1] == 1 or step == last[4]):
+                last[1] += 1
+                last[4] = step
+                row += n
+                continue
+        batches.append([row, 1, n, k0, kn, kn])
+        row += n
+    logit_bytes = 4 * sum(n * kn for n, kn in zip(rows, ranges[1::2], strict=True))
+    tile_bytes = min(CHUNK_BYTES, logit_bytes // CHUNK_FRACTION)
+    groups = []
+    for row0, levels, n, start, step, count in batches:
+        widest = max(MIN_CHUNK, tile_bytes // (4 * levels * n))
+        pieces = -(-count // widest)
+        groups.append(_Group(row0, levels, n, start, step, count, -(-count // pieces)))
+    return tuple(groups)
+
+
+def _keys_t(bank: torch.Tensor, g: _Group) -> torch.Tensor:
+    """(levels, D, count) transposed view of the group's queues (no copy)."""
+    span = bank[g.start : g.start + (g.levels - 1) * g.step + g.count]
+    return span.unfold(0, g.count, g.step)
+
+
+def _group_stats(
+    q: torch.Tensor,
+    bank: torch.Tensor,
+    g: _Group,
+    inv_tau: float,
+    lse: torch.Tensor,
+    o: torch.Tensor,
+    top1: torch.Tensor,
+    online: bool,
+) -> bool:
+    """Statistics of one group, written into its rows of lse, o and top1. Returns False if the fixed
+    softmax shift was unsafe (then nothing is valid and the caller reruns with ``online``).
+
+    The softmax shift of a row is its largest logit in the first chunk. Without ``online`` it stays
+    fixed, so chunks only add up (no rescaling of the running sums per chunk); the result is exact
+    unless a later logit exceeds the shift by more than SHIFT_MARGIN, checked once at the end (a host
+    read: free on the CPU). ``online`` rescales the sums whenever the running maximum grows (the
+    flash-attention recurrence), which needs no such check, for devices where a host read waits."""
+    acc, d = q.dtype, q.shape[1]
+    span = slice(g.row0, g.row0 + g.levels * g.rows)
+    qg = q[span].view(g.levels, g.rows, d)
+    keys_t = _keys_t(bank, g)
+    n_chunks = -(-g.count // g.chunk)
+    tile = q.new_empty(g.levels * g.rows * g.chunk)
+    best = q.new_empty((n_chunks, g.levels, g.rows))
+    arg = torch.empty((n_chunks, g.levels, g.rows), dtype=torch.long, device=q.device)
+    sums = q.new_empty((n_chunks, g.levels, g.rows))
+    weighted = o[span].view(g.levels, g.rows, d)  # accumulated in place: no extra (R, D) buffer
+    weighted.zero_()
+    shift = best[0]
+    for c in range(n_chunks):
+        c0, c1 = c * g.chunk, min(g.count, (c + 1) * g.chunk)
+        kt = keys_t[:, :, c0:c1].to(acc)  # (levels, D, chunk)
+        s = tile[: g.levels * g.rows * (c1 - c0)].view(g.levels, g.rows, c1 - c0)
+        s.baddbmm_(qg, kt, beta=0.0, alpha=inv_tau)  # logits; argmax is the raw dot product's (tau > 0)
+        torch.max(s, -1, out=(best[c], arg[c]))  # the first of equal entries wins, as argmax
+        if online and c > 0:
+            grown = torch.maximum(shift, best[c])
+            alpha = (shift - grown).exp_()
+            sums[:c].mul_(alpha)
+            weighted.mul_(alpha[..., None])
+            shift = grown
+        s.sub_(shift[..., None]).exp_()
+        torch.sum(s, -1, out=sums[c])
+        weighted.baddbmm_(s, kt.mT)
+    if not online and bool((best.amax(0) - shift > SHIFT_MARGIN).any()):
+        return False
+    total = sums.sum(0)
+    lse[span] = (shift + total.log()).view(-1)
+    weighted.div_(total[..., None])
+    first = best.argmax(0, keepdim=True)  # the earliest chunk holding the row's maximum
+    top1[span] = (arg.gather(0, first)[0] + first[0] * g.chunk).view(-1)
+    return True
 
 
 def _chunked_stats(
@@ -71,33 +182,11 @@ def _chunked_stats(
     lse = q.new_empty((r_total,), dtype=acc)
     o = q.new_empty((r_total, d), dtype=acc)
     top1 = q.new_empty((r_total,), dtype=torch.long)
-    row = 0
-    for lvl, n in enumerate(rows):
-        k0, kn = ranges[2 * lvl], ranges[2 * lvl + 1]
-        qs = q[row : row + n].to(acc) * inv_tau  # logits straight from the matmul: one pass fewer
-        chunk = _chunk_size(n, kn)
-        m = qs.new_full((n,), -math.inf)
-        total = qs.new_zeros((n,))
-        weighted = qs.new_zeros((n, d))
-        best = qs.new_full((n,), -math.inf)
-        best_idx = torch.zeros((n,), dtype=torch.long, device=q.device)
-        for c0 in range(0, kn, chunk):
-            keys = bank[k0 + c0 : k0 + min(kn, c0 + chunk)].to(acc)
-            s = qs @ keys.T  # logits (n, chunk); their argmax is the raw dot product's (tau > 0)
-            c_best, c_arg = s.max(1)
-            better = c_best > best  # strict: the first of equal entries wins, as argmax
-            best_idx = torch.where(better, c_arg + c0, best_idx)
-            best = torch.where(better, c_best, best)
-            m_new = torch.maximum(m, c_best)
-            alpha = torch.exp(m - m_new)
-            s.sub_(m_new[:, None]).exp_()
-            total = total * alpha + s.sum(1)
-            weighted = torch.addmm(weighted * alpha[:, None], s, keys)
-            m = m_new
-        lse[row : row + n] = m + total.log()
-        o[row : row + n] = weighted / total[:, None]
-        top1[row : row + n] = best_idx
-        row += n
+    q = q.to(acc)
+    online = q.device.type != "cpu"  # elsewhere the fixed shift's check would wait for the device
+    for group in _plan(tuple(rows), tuple(ranges)):
+        if not _group_stats(q, bank, group, inv_tau, lse, o, top1, online):
+            _group_stats(q, bank, group, inv_tau, lse, o, top1, online=True)
     return lse, o, top1
 
 
@@ -111,23 +200,27 @@ def _chunked_moment(
     inv_tau: float,
 ) -> torch.Tensor:
     acc = _acc_dtype(q.dtype)
+    d = q.shape[1]
+    q, grad_o, lse = q.to(acc), grad_o.to(acc), lse.to(acc)
     out = torch.zeros(q.shape, dtype=acc, device=q.device)
-    row = 0
-    for lvl, n in enumerate(rows):
-        k0, kn = ranges[2 * lvl], ranges[2 * lvl + 1]
-        qs, gs, ls = q[row : row + n].to(acc), grad_o[row : row + n].to(acc), lse[row : row + n].to(acc)
-        chunk = _chunk_size(n, kn)
-        for c0 in range(0, kn, chunk):
-            keys = bank[k0 + c0 : k0 + min(kn, c0 + chunk)].to(acc)
-            p = (qs @ keys.T).mul_(inv_tau).sub_(ls[:, None]).exp_()
-            out[row : row + n] += (p * (gs @ keys.T)) @ keys
-        row += n
+    for g in _plan(tuple(rows), tuple(ranges)):
+        span = slice(g.row0, g.row0 + g.levels * g.rows)
+        qg, gg = (t[span].view(g.levels, g.rows, d) for t in (q, grad_o))
+        neg_lse = -lse[span].view(g.levels, g.rows, 1)
+        og = out[span].view(g.levels, g.rows, d)
+        keys_t = _keys_t(bank, g)
+        for c0 in range(0, g.count, g.chunk):
+            kt = keys_t[:, :, c0 : c0 + g.chunk].to(acc)
+            p = torch.baddbmm(neg_lse, qg, kt, alpha=inv_tau).exp_()  # softmax probabilities
+            og.baddbmm_(p.mul_(torch.bmm(gg, kt)), kt.mT)
     return out
 
 
-def _level_starts(rows: list[int], ranges: list[int], device: torch.device) -> torch.Tensor:
-    starts = torch.tensor(ranges[0::2], dtype=torch.long, device=device)
-    return starts.repeat_interleave(torch.tensor(rows, dtype=torch.long, device=device))
+@functools.lru_cache(maxsize=256)
+def _level_starts(rows: tuple[int, ...], ranges: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """(R,) first queue row of each query row's level, built once per shape and device."""
+    starts = [start for n, start in zip(rows, ranges[0::2], strict=True) for _ in range(n)]
+    return torch.tensor(starts, dtype=torch.long, device=device)
 
 
 def _triton_stats(
@@ -143,7 +236,7 @@ def _triton_stats(
         lse = torch.logsumexp(lse_p, 0)
         o = (torch.exp(lse_p - lse)[..., None] * o_p).sum(0)
         idx = idx_p.gather(0, best_p.argmax(0, keepdim=True)).squeeze(0).long()
-    return lse, o, idx - _level_starts(rows, ranges, q.device)
+    return lse, o, idx - _level_starts(tuple(rows), tuple(ranges), q.device)
 
 
 @torch.library.custom_op("skelfast::queue_softmax_stats", mutates_args=())
@@ -223,10 +316,21 @@ for _device_type in AUTOCAST_DEVICES:
 # --- input checks and backend choice ----------------------------------------------------------
 
 
-def _check_finite(name: str, t: torch.Tensor) -> None:
-    # a data-dependent check: skipped inside torch.compile, where it would break the graph
-    if not torch.compiler.is_compiling() and t.numel() and not bool(torch.isfinite(t).all()):
-        raise ValueError(f"info_nce: {name} contains NaN or Inf")
+def _check_finite(what: str, named: Sequence[tuple[str, torch.Tensor]]) -> None:
+    """Raise if any named tensor holds NaN or Inf, with one host read for all of them (on a GPU each
+    read waits for the device); the culprit is looked up only after the check failed. A
+    data-dependent check: skipped inside torch.compile, where it would break the graph."""
+    if torch.compiler.is_compiling():
+        return
+    tensors = [t.detach() for _, t in named if t.numel() and t.is_floating_point()]
+    if not tensors:
+        return
+    # max |x| per tensor: NaN or Inf exactly when the tensor holds one (a max cannot overflow)
+    if bool(torch.stack([p.float() for p in torch._foreach_norm(tensors, math.inf)]).isfinite().all()):
+        return
+    for name, t in named:
+        if t.numel() and not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{what}: {name} contains NaN or Inf")
 
 
 def _triton_reason(device: torch.device, dtype: torch.dtype, features: int) -> str | None:
@@ -455,10 +559,12 @@ def info_nce(
         _check_level(lvl, q, pos, d)
     bank, ranges = _as_bank(queue, queue_ranges, levels)
     if check_finite:
-        for lvl, (q, pos) in enumerate(zip(queries, positives, strict=True)):
-            _check_finite(f"level {lvl} queries", q)
-            _check_finite(f"level {lvl} positives", pos)
-        _check_finite("the queue", bank)
+        named = [
+            (f"level {lvl} {kind}", t)
+            for lvl, pair in enumerate(zip(queries, positives, strict=True))
+            for kind, t in zip(("queries", "positives"), pair, strict=True)
+        ]
+        _check_finite("info_nce", [*named, ("the queue", bank)])
     mixed = _autocast_dtype(queries[0], bank)
     queries, positives, bank = _cast(queries, mixed), _cast(positives, mixed), _cast(bank, mixed)
     with _autocast_off(bank.device):
@@ -482,33 +588,61 @@ def _info_nce(
     if _backend(q0.device, q0.dtype, q0.shape[1]) == "reference":
         return _reference_output(queries, positives, bank, ranges, temperature, mined)
 
-    stats = queue_softmax_stats(torch.cat(queries), bank, temperature, [q.shape[0] for q in queries], ranges)
-    row_losses, lses = [], []
-    row = 0
-    for lvl, (q, pos) in enumerate(zip(queries, positives, strict=True)):
-        n = q.shape[0]
-        lse_q = stats.lse[row : row + n]
-        pos3 = pos if pos.dim() == 3 else pos.unsqueeze(1)
-        s_pos = torch.einsum("nd,ngd->ng", q, pos3).to(lse_q.dtype) / temperature
-        lse_all = torch.logsumexp(torch.cat([lse_q[:, None], s_pos], 1), 1)
-        mined_l = None if mined is None else mined[lvl]
-        if mined_l is not None:
-            if pos3.shape[1] > 1:
-                raise ValueError(
-                    f"info_nce: level {lvl} has mined positives and G={pos3.shape[1]} positives; mining takes one"
-                )
-            start, count = ranges[lvl]
-            row_losses.append(
-                lse_all - _mined_mean_logit(q, s_pos[:, 0], bank[start : start + count], mined_l, temperature)
+    rows = [q.shape[0] for q in queries]
+    stats = queue_softmax_stats(torch.cat(queries), bank, temperature, rows, ranges)
+    s_pos = _positive_logits(queries, positives, temperature).to(stats.lse.dtype)  # (R, G_max)
+    lse_all = torch.logsumexp(torch.cat([stats.lse[:, None], s_pos], 1), 1)
+    # the log of the positives' share: padding columns (-inf) add nothing to the logsumexp
+    target = s_pos[:, 0] if s_pos.shape[1] == 1 else torch.logsumexp(s_pos, 1)
+    if mined is not None and any(m is not None for m in mined):
+        target = _with_mined_targets(target, s_pos, queries, positives, bank, ranges, temperature, mined)
+    row_losses = lse_all - target
+    if len(set(rows)) == 1:  # every method's levels have equal batches: one reduction
+        losses = row_losses.view(len(rows), rows[0]).mean(1)
+    else:
+        losses = torch.stack([r.mean() for r in row_losses.split(rows)])
+    return InfoNCEOutput(losses, row_losses, lse_all, stats.top1)
+
+
+def _positive_logits(
+    queries: list[torch.Tensor], positives: list[torch.Tensor], temperature: float
+) -> torch.Tensor:
+    """(R, G_max) logits ``q . p_g / tau`` of every level's rows, padded with -inf past a level's G."""
+    s_pos = [
+        torch.einsum("nd,ngd->ng", q, p if p.dim() == 3 else p.unsqueeze(1))
+        for q, p in zip(queries, positives, strict=True)
+    ]
+    g_max = max(s.shape[1] for s in s_pos)
+    padded = [s if s.shape[1] == g_max else F.pad(s, (0, g_max - s.shape[1]), value=-math.inf) for s in s_pos]
+    return (padded[0] if len(padded) == 1 else torch.cat(padded)) / temperature
+
+
+def _with_mined_targets(
+    target: torch.Tensor,
+    s_pos: torch.Tensor,
+    queries: list[torch.Tensor],
+    positives: list[torch.Tensor],
+    bank: torch.Tensor,
+    ranges: list[tuple[int, int]],
+    temperature: float,
+    mined: Sequence[torch.Tensor | None],
+) -> torch.Tensor:
+    """``target`` with the rows of mined levels replaced by their mean logit over {key} union mined."""
+    rows = [q.shape[0] for q in queries]
+    pieces = list(target.split(rows))
+    keys = s_pos[:, 0].split(rows)
+    for lvl, mined_l in enumerate(mined):
+        if mined_l is None:
+            continue
+        if positives[lvl].dim() == 3 and positives[lvl].shape[1] > 1:
+            raise ValueError(
+                f"info_nce: level {lvl} has mined positives and G={positives[lvl].shape[1]} positives; mining takes one"
             )
-        elif pos3.shape[1] > 1:
-            row_losses.append(lse_all - torch.logsumexp(s_pos, 1))
-        else:
-            row_losses.append(lse_all - s_pos[:, 0])
-        lses.append(lse_all)
-        row += n
-    losses = torch.stack([r.mean() for r in row_losses])
-    return InfoNCEOutput(losses, torch.cat(row_losses), torch.cat(lses), stats.top1)
+        start, count = ranges[lvl]
+        pieces[lvl] = _mined_mean_logit(
+            queries[lvl], keys[lvl], bank[start : start + count], mined_l, temperature
+        )
+    return torch.cat(pieces)
 
 
 def _mined_mean_logit(
@@ -595,10 +729,10 @@ def hiclr_loss(
             raise ValueError(
                 f"hiclr_loss: {name} must be (N, D) like q {tuple(q.shape)}, got {tuple(t.shape)}"
             )
-        if check_finite:
-            _check_finite(f"hiclr_loss {name}", t)
     if check_finite:
-        _check_finite("the queue", queue)
+        _check_finite(
+            "hiclr_loss", [*zip(("q", "q1", "q2", "k"), (*branches, k), strict=True), ("the queue", queue)]
+        )
     mixed = _autocast_dtype(q, queue)
     branches, k, queue = _cast(branches, mixed), _cast(k, mixed), _cast(queue, mixed)
     with _autocast_off(queue.device):
