@@ -27,7 +27,9 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPars
     ntu.add_argument(
         "--bodies", choices=("energy", "first"), help="body selection (default: energy; first for frame50)"
     )
-    ntu.add_argument("--workers", type=int, help="processes (default: all cores)")
+    ntu.add_argument(
+        "--workers", type=int, help="processes, forked on Linux (default: all cores; 1 = in this process)"
+    )
     ntu.add_argument("--keep-cache", action="store_true", help="keep the resumable per-sample cache")
     ntu.add_argument("--quiet", action="store_true", help="no progress bar")
 
