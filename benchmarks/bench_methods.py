@@ -70,20 +70,25 @@ class CompileTimeout(Exception):
 @contextlib.contextmanager
 def _time_limit(seconds: float) -> Iterator[None]:
     """Raise :class:`CompileTimeout` in this thread after ``seconds`` (SIGALRM; no limit where the
-    platform or thread has none). Dynamo and inductor compile in Python, so the alarm interrupts them."""
+    platform or thread has none). Dynamo and inductor compile in Python, so the alarm interrupts
+    them; it repeats every second after the deadline because the compiler catches and swallows
+    some exceptions (a single alarm let one tiny-config compile run 689 s past a 3 s limit)."""
     usable = hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
     if not usable or seconds <= 0:
         yield
         return
+    armed = [True]
 
     def expire(signum: int, frame: object) -> None:
-        raise CompileTimeout(f"compile took > {seconds:.0f} s")
+        if armed[0]:  # not once the block has ended: the raise would escape the cleanup below
+            raise CompileTimeout(f"compile took > {seconds:.0f} s")
 
     previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    signal.setitimer(signal.ITIMER_REAL, seconds, 1.0)
     try:
         yield
     finally:
+        armed[0] = False
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
 
