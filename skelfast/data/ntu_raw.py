@@ -7,9 +7,13 @@
       per body: 10 fields (bodyID is a 64-bit tracking id) / <numJoint> / numJoint lines of 12 fields
 
 Only x, y, z (metres, camera space) are kept. Bodies are slotted by their order within the frame,
-as the official code does. The file is read line by line; a corrupt file raises
-``SkeletonFormatError`` naming the file, the line number and what was expected there. Tolerated:
-CRLF line ends, blank lines, trailing blank lines.
+as the official code does. A corrupt file raises ``SkeletonFormatError`` naming the file, the line
+number and what was expected there. Tolerated: CRLF line ends, blank lines, trailing blank lines.
+
+Two parsers with one result: a fast one splits the whole file into tokens at once and checks the
+line structure (fields per line) with numpy, and a careful one reads line by line. The fast one
+gives up on anything unexpected and the careful one then re-reads the file, so an error always
+comes from the careful parser with its exact line; on valid files both return the same arrays.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +109,75 @@ def read_skeleton(
     are parsed and dropped, as the official reader does).
     """
     path = Path(path)
+    parsed = _parse_tokens(path, max_bodies, num_joints)
+    xyz, body_count = parsed if parsed is not None else _parse_lines(path, max_bodies, num_joints)
+    if not np.isfinite(xyz).all():
+        raise SkeletonFormatError(path, 0, "non-finite coordinate (nan or inf)")
+    return xyz, body_count
+
+
+# byte -> separates fields: what str.split() splits on (after universal-newline translation, no \r)
+_IS_SPACE = np.zeros(256, dtype=bool)
+_IS_SPACE[[ord(c) for c in " \t\n\x0b\x0c\x1c\x1d\x1e\x1f"]] = True
+
+
+def _parse_tokens(path: Path, max_bodies: int, num_joints: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The fast parser: ``(xyz, body_count)`` as ``_parse_lines``, or None if anything is unexpected."""
+    text = path.read_text(encoding="ascii", errors="replace")  # the newline translation of _parse_lines
+    tok = text.split()
+    per_body = BODY_FIELDS + 1 + num_joints * JOINT_FIELDS
+    one_field, body_lines, joint_starts, slots = [0], [], [], []
+    try:
+        num_frames = int(tok[0])
+        if not 0 <= num_frames < len(tok):
+            return None
+        body_count = np.zeros(num_frames, dtype=np.int64)
+        p, line = 1, 1  # token index, index of the non-blank line
+        for t in range(num_frames):
+            body_count[t] = num_bodies = int(tok[p])
+            if num_bodies < 0:
+                return None
+            one_field.append(line)
+            p, line = p + 1, line + 1
+            for m in range(num_bodies):
+                if int(tok[p + BODY_FIELDS]) != num_joints:
+                    return None
+                body_lines.append(line)
+                one_field.append(line + 1)
+                joint_starts.append(p + BODY_FIELDS + 1)
+                slots.append((m, t))
+                p, line = p + per_body, line + 2 + num_joints
+    except (IndexError, ValueError):
+        return None
+    if p != len(tok):
+        return None
+    # fields per non-blank line must be exactly 1 | 1, (10, 1, 12 x 25) per body, frame after frame
+    raw = np.frombuffer(text.encode(), dtype=np.uint8)
+    space = _IS_SPACE[raw]
+    field_start = np.flatnonzero(~space & np.concatenate(([True], space[:-1])))
+    fields = np.bincount(np.searchsorted(np.flatnonzero(raw == ord("\n")), field_start))  # per line
+    expected = np.full(line, JOINT_FIELDS)
+    expected[one_field] = 1
+    expected[body_lines] = BODY_FIELDS
+    if not np.array_equal(fields[fields > 0], expected):
+        return None
+    xyz = np.zeros((max_bodies, num_frames, num_joints, 3))
+    if joint_starts:
+        offsets = (np.arange(num_joints)[:, None] * JOINT_FIELDS + np.arange(3)).ravel()
+        at = (np.asarray(joint_starts)[:, None] + offsets).ravel().tolist()  # >= 3 items: a tuple below
+        try:  # Python's float() on every body's coordinates, the dropped ones too, as _parse_lines does
+            values = np.fromiter(map(float, itemgetter(*at)(tok)), dtype=np.float64, count=len(at))
+        except ValueError:
+            return None
+        keep = [k for k, (m, _) in enumerate(slots) if m < max_bodies]
+        ms, ts = np.array([slots[k] for k in keep], dtype=np.int64).reshape(-1, 2).T
+        xyz[ms, ts] = values.reshape(len(slots), num_joints, 3)[keep]
+    return xyz, body_count
+
+
+def _parse_lines(path: Path, max_bodies: int, num_joints: int) -> tuple[np.ndarray, np.ndarray]:
+    """The careful parser: line by line, raising ``SkeletonFormatError`` at the first problem."""
+    path = Path(path)
     with open(path, encoding="ascii", errors="replace") as f:
         lines = _Lines(path, f)
         num_frames = lines.next_int("the frame count")
@@ -143,8 +217,6 @@ def read_skeleton(
             lines.lineno += 1
             if raw.strip():
                 raise lines.error(f"unexpected data after the {num_frames} frames the file declares")
-    if not np.isfinite(xyz).all():
-        raise SkeletonFormatError(path, 0, "non-finite coordinate (nan or inf)")
     return xyz, body_count
 
 

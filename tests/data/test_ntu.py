@@ -61,6 +61,10 @@ def _corrupt_cases():
     joints[3] = "24"
     fields = good.copy()
     fields[6] = " ".join(fields[6].split()[:5])
+    shifted = good.copy()  # 11 fields then 13: the file's field count is right, its lines are not
+    shifted[6], shifted[7] = " ".join(good[6].split()[:11]), good[7] + " " + good[6].split()[11]
+    dropped = ntu_raw.format_skeleton(np.stack([_body(m, 1) for m in range(5)])).splitlines()
+    dropped[4 + 4 * 27] = "0.1 0.2 nan? " + " ".join(dropped[4 + 4 * 27].split()[3:])  # 5th body, joint 0
     return {
         "truncated": (truncated, 21, "file ends early"),
         "non-numeric": ("\n".join(nonnum) + "\n", 10, "non-numeric"),
@@ -68,6 +72,8 @@ def _corrupt_cases():
         "short joint line": ("\n".join(fields) + "\n", 7, "expected 12 fields"),
         "bad frame count": ("two\n", 1, "frame count"),
         "extra data": ("\n".join(good) + "\n1\n", 58, "unexpected data"),
+        "shifted field": ("\n".join(shifted) + "\n", 7, "expected 12 fields, got 11"),
+        "non-numeric in a dropped body": ("\n".join(dropped) + "\n", 113, "frame 0, body 4: non-numeric"),
     }
 
 
@@ -80,6 +86,43 @@ def test_corrupt_files_name_file_and_line(tmp_path, case):
         ntu_raw.read_skeleton(p)
     assert e.value.path == str(p) and e.value.line == line
     assert f"{p}:{line}:" in str(e.value)
+
+
+@pytest.mark.parametrize("case", list(_corrupt_cases()))
+def test_fast_parser_leaves_every_corrupt_file_to_the_careful_one(tmp_path, case):
+    p = tmp_path / "S001C001P001R001A001.skeleton"
+    p.write_text(_corrupt_cases()[case][0])
+    assert ntu_raw._parse_tokens(p, 4, 25) is None
+
+
+def _valid_texts():
+    xyz = np.zeros((5, 6, 25, 3))
+    for t in range(6):  # 0, 1, 2, 3, 4, 5 bodies (the 5th is parsed and dropped)
+        for m in range(t):
+            xyz[m, t] = _body(10 * t + m, 1)[0]
+    xyz[1, 3, 4] = 0.0  # a missing joint
+    text = ntu_raw.format_skeleton(xyz)
+    lines = text.splitlines()
+    spaced = "\n\n".join(" \t".join(line.split(" ")) for line in lines) + "\n\n\n"
+    return {
+        "plain": text.encode(),
+        "crlf": text.replace("\n", "\r\n").encode(),
+        "tabs and blank lines": spaced.encode(),
+        "zero frames": b"0\n",
+        "no bodies": b"2\n0\n0\n",
+    }
+
+
+@pytest.mark.parametrize("case", list(_valid_texts()))
+def test_fast_parser_equals_the_careful_one(tmp_path, case):
+    p = tmp_path / "S001C001P001R001A001.skeleton"
+    p.write_bytes(_valid_texts()[case])
+    for max_bodies in (4, 2):
+        fast = ntu_raw._parse_tokens(p, max_bodies, 25)
+        assert fast is not None, "the fast parser gave up on a valid file"
+        careful = ntu_raw._parse_lines(p, max_bodies, 25)
+        np.testing.assert_array_equal(fast[0], careful[0])
+        np.testing.assert_array_equal(fast[1], careful[1])
 
 
 def test_body_selection_by_energy():
