@@ -14,7 +14,8 @@ O(N * D) composition of these statistics with the positives:
   because the queue logits are linear in the query, so neither distribution is ever materialised.
 
 Backends: ``triton`` (CUDA; CPU tensors under ``TRITON_INTERPRET=1`` when forced), ``torch`` (the
-same online algorithm in PyTorch over queue chunks, memory O(N * chunk); the CPU default) and
+same statistics in PyTorch over queue chunks, levels batched into one matmul per chunk, memory
+O(N * chunk); the CPU default) and
 ``reference`` (``skelfast.reference.info_nce``: full logits and F.cross_entropy).
 
 Mixed precision: under ``torch.autocast`` the losses run like autocast's fp32 ops (cross_entropy,
@@ -51,6 +52,7 @@ TRITON_MAX_FEATURES = 128  # kernels/info_nce.py BD
 CHUNK_BYTES = 1 << 20  # the chunked path keeps one (rows, chunk) fp32 tile in about 1 MiB of cache
 CHUNK_FRACTION = 16  # ... and at most 1/16 of all levels' full logits, so small queues stay lean too
 MIN_CHUNK = 256  # queue rows per matmul at least: below this, per-chunk overhead dominates
+ARGMAX_BLOCK = 32  # chunks are whole blocks of this many columns for the blocked row argmax
 SHIFT_MARGIN = 40.0  # fixed softmax shift: later logits may exceed it by this (e^40 * K stays finite)
 
 
@@ -107,10 +109,25 @@ def _plan(rows: tuple[int, ...], ranges: tuple[int, ...]) -> tuple[_Group, ...]:
     tile_bytes = min(CHUNK_BYTES, logit_bytes // CHUNK_FRACTION)
     groups = []
     for row0, levels, n, start, step, count in batches:
-        widest = max(MIN_CHUNK, tile_bytes // (4 * levels * n))
+        widest = max(MIN_CHUNK, tile_bytes // (4 * levels * n)) // ARGMAX_BLOCK * ARGMAX_BLOCK
         pieces = -(-count // widest)
-        groups.append(_Group(row0, levels, n, start, step, count, -(-count // pieces)))
+        chunk = min(count, -(-count // (pieces * ARGMAX_BLOCK)) * ARGMAX_BLOCK)  # whole blocks, <= widest
+        groups.append(_Group(row0, levels, n, start, step, count, chunk))
     return tuple(groups)
+
+
+def _row_max(s: torch.Tensor, best: torch.Tensor, arg: torch.Tensor) -> None:
+    """``torch.max(s, -1, out=(best, arg))`` (the first of equal entries wins). The max with indices
+    is a scalar loop on the CPU, several times slower than a vectorised amax: take the amax of
+    blocks of ARGMAX_BLOCK columns, then the index only among block maxima and in the winning block."""
+    width = s.shape[-1]
+    if width % ARGMAX_BLOCK or width < 4 * ARGMAX_BLOCK:
+        torch.max(s, -1, out=(best, arg))
+        return
+    blocks = s.view(*s.shape[:-1], width // ARGMAX_BLOCK, ARGMAX_BLOCK)
+    torch.max(blocks.amax(-1), -1, out=(best, arg))  # the first block holding the maximum
+    winner = blocks.gather(-2, arg[..., None, None].expand(*arg.shape, 1, ARGMAX_BLOCK))
+    arg.mul_(ARGMAX_BLOCK).add_(winner[..., 0, :].argmax(-1))
 
 
 def _keys_t(bank: torch.Tensor, g: _Group) -> torch.Tensor:
@@ -154,7 +171,7 @@ def _group_stats(
         kt = keys_t[:, :, c0:c1].to(acc)  # (levels, D, chunk)
         s = tile[: g.levels * g.rows * (c1 - c0)].view(g.levels, g.rows, c1 - c0)
         s.baddbmm_(qg, kt, beta=0.0, alpha=inv_tau)  # logits; argmax is the raw dot product's (tau > 0)
-        torch.max(s, -1, out=(best[c], arg[c]))  # the first of equal entries wins, as argmax
+        _row_max(s, best[c], arg[c])
         if online and c > 0:
             grown = torch.maximum(shift, best[c])
             alpha = (shift - grown).exp_()
@@ -295,13 +312,16 @@ def _setup_context(ctx, inputs, output):  # noqa: ANN001, ANN202
 def _backward(ctx, grad_lse, grad_o, grad_top1):  # noqa: ANN001, ANN202
     q, bank, lse, o = ctx.saved_tensors
     rows, ranges, inv_tau, use_triton = ctx.args
-    grad_q = torch.zeros_like(o)
-    if grad_lse is not None:
-        grad_q = grad_q + grad_lse[:, None] * o
+    grad_q = None
+    if grad_lse is not None:  # the usual case: one (R, D) product
+        grad_q = (grad_lse * inv_tau)[:, None] * o
     if grad_o is not None:  # d o_i = (sum_j p_ij k_j k_j^T - o_i o_i^T) dq_i / tau
         moment = _queue_softmax_moment(q, bank, grad_o, lse, rows, ranges, inv_tau, use_triton)
-        grad_q = grad_q + moment - (o * grad_o).sum(1, keepdim=True) * o
-    return (grad_q * inv_tau).to(q.dtype), None, None, None, None, None
+        through_o = (moment - (o * grad_o).sum(1, keepdim=True) * o) * inv_tau
+        grad_q = through_o if grad_q is None else grad_q + through_o
+    if grad_q is None:
+        grad_q = torch.zeros_like(o)
+    return grad_q.to(q.dtype), None, None, None, None, None
 
 
 _queue_softmax_stats.register_autograd(_backward, setup_context=_setup_context)
