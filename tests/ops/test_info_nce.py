@@ -212,7 +212,7 @@ def test_chunked_path_batches_levels_exactly(layout):
 
 
 def test_chunked_path_tiles_stay_within_the_memory_budget():
-    # HiCo at its official sizes: all tiles of one call within 1/16 of the five levels' full logits
+    # HiCo at its official sizes: every tile within 1/CHUNK_FRACTION of the five levels' full logits
     rows = (64,) * 5
     ranges = (0, 8192, 8192, 8192, 16384, 2048, 18432, 2048, 20480, 2048)
     groups = info_nce_module._plan(rows, ranges)
