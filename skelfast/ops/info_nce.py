@@ -345,8 +345,12 @@ def _check_finite(what: str, named: Sequence[tuple[str, torch.Tensor]]) -> None:
     tensors = [t.detach() for _, t in named if t.numel() and t.is_floating_point()]
     if not tensors:
         return
-    # max |x| per tensor: NaN or Inf exactly when the tensor holds one (a max cannot overflow)
-    if bool(torch.stack([p.float() for p in torch._foreach_norm(tensors, math.inf)]).isfinite().all()):
+    # max |x| per tensor: NaN or Inf exactly when the tensor holds one (a max cannot overflow).
+    # Tensors on several devices (a mistake the device check reports later) are checked one by one.
+    one_device = len({t.device for t in tensors}) == 1
+    if one_device and bool(
+        torch.stack([p.float() for p in torch._foreach_norm(tensors, math.inf)]).isfinite().all()
+    ):
         return
     for name, t in named:
         if t.numel() and not bool(torch.isfinite(t).all()):
