@@ -274,7 +274,7 @@ def _forward_kinematics(dof: np.ndarray, bone_scale: np.ndarray) -> np.ndarray:
     return pos
 
 
-def _subject_params(num_subjects: int, seed: int) -> dict[str, np.ndarray]:
+def _subject_params(num_subjects: int, seed: int, posture_std: float = 0.06) -> dict[str, np.ndarray]:
     rng = np.random.default_rng([seed, 0x5B])
     height = rng.uniform(0.82, 1.15, size=num_subjects)
     # proportions: arms, legs, trunk scaled separately around the overall height
@@ -282,7 +282,7 @@ def _subject_params(num_subjects: int, seed: int) -> dict[str, np.ndarray]:
     groups = ([4, 5, 6, 7, 21, 22, 8, 9, 10, 11, 23, 24], [12, 13, 14, 15, 16, 17, 18, 19], [1, 20, 2, 3])
     for g in groups:
         bone[:, g] *= rng.uniform(0.92, 1.08, size=(num_subjects, 1))
-    posture = rng.normal(0.0, 0.06, size=(num_subjects, NUM_DOFS)) * np.array([d[3] for d in _DOFS])
+    posture = rng.normal(0.0, posture_std, size=(num_subjects, NUM_DOFS)) * np.array([d[3] for d in _DOFS])
     posture[:, _IDX["root_yaw"]] = 0
     return {"bone": bone, "posture": posture}
 
@@ -298,9 +298,16 @@ def generate(
     noise_std: float = 0.01,
     missing_prob: float = 0.2,
     view_jitter_deg: float = 30.0,
+    posture_std: float = 0.06,
+    distortion: float = 0.0,
     chunk: int = 1024,
 ) -> SyntheticData:
     """Generate ``num_samples`` actions, labels balanced over ``num_classes`` (shuffled).
+
+    Harder variants for showing what pretraining learns: ``posture_std`` scales each subject's
+    resting-posture offsets (standard deviation in units of each DOF's range), ``distortion`` > 0
+    gives every recording a body-frame linear distortion I + S with off-diagonal S ~ U(-a, a) (a
+    calibration/proportion nuisance of the form the methods' shear augmentation draws).
 
     Returns camera-space coordinates (metres; Kinect-like: y up, z away from the camera) in
     data float32 (N, 3, max_frames, 25, 2), zero past ``num_frame`` and for an absent second body.
@@ -310,7 +317,7 @@ def generate(
     if not 8 <= min_frames <= max_frames:
         raise ValueError(f"need 8 <= min_frames <= max_frames, got {min_frames}, {max_frames}")
     spec = make_spec(num_classes, class_seed)
-    subj = _subject_params(num_subjects, seed)
+    subj = _subject_params(num_subjects, seed, posture_std)
     rng = np.random.default_rng([seed, 0xDA7A])
     labels = rng.permutation(np.arange(num_samples) % num_classes).astype(np.int64)
     subjects = rng.integers(1, num_subjects + 1, size=num_samples).astype(np.int64)
@@ -327,9 +334,12 @@ def generate(
         idx = order[lo : lo + chunk]
         t_chunk = int(lengths[idx].max())
         crng = np.random.default_rng([seed, 0xC4, c])
+        # its own stream, so a distortion leaves every other draw (camera, noise, dropouts) as it was
+        off_diagonal = np.random.default_rng([seed, 0xD1, c]).uniform(-1, 1, size=(len(idx), 3, 3))
+        mix = (np.eye(3) + distortion * off_diagonal * (1 - np.eye(3))).astype(np.float32)
         data[idx, :, :t_chunk] = _render_chunk(
             crng, spec, subj, labels[idx], subjects[idx], partners[idx], cameras[idx], lengths[idx],
-            t_chunk, noise_std, missing_prob, view_jitter_deg, is_inter,
+            t_chunk, noise_std, missing_prob, view_jitter_deg, is_inter, mix if distortion > 0 else None,
         )  # fmt: skip
     names = [
         f"S{1 + (i // 1000) % 999:03d}C{cameras[i]:03d}P{subjects[i]:03d}R{1 + i % 2:03d}A{labels[i] + 1:03d}_{i:06d}"
@@ -355,6 +365,7 @@ def _render_chunk(
     missing_prob: float,
     view_jitter_deg: float,
     is_inter: np.ndarray,
+    mix: np.ndarray | None = None,
 ) -> np.ndarray:
     b = len(labels)
     tau_keys = np.broadcast_to(np.linspace(0.0, 1.0, _KEYS), (b, _KEYS))
@@ -385,6 +396,8 @@ def _render_chunk(
     w = (pos_k - k0).astype(np.float32)[:, :, None, None, None]
     rows = np.arange(b)[:, None]
     xyz = keys[rows, k0] * (1 - w) + keys[rows, k0 + 1] * w  # (B, T, V, 3, M)
+    if mix is not None:  # per-recording (B, 3, 3) linear distortion in the body frame
+        xyz = np.einsum("bij,btvjm->btvim", mix, xyz)
     # camera: the person faces the camera (-z) turned by its yaw + jitter, small pitch, 2.5-3.5 m away
     yaw_deg = np.array([_CAMERA_YAW_DEG[int(c)] for c in cameras]) + rng.uniform(-1, 1, b) * view_jitter_deg
     yaw = np.deg2rad(yaw_deg) + np.pi

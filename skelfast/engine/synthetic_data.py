@@ -10,7 +10,8 @@ half-written dataset where a later run would find it.
 
 ``[data]`` keys read here (all optional): ``normalization`` (default ``"agcn"``), ``max_frames``
 (300), ``synthetic_samples`` (6000), ``synthetic_classes`` (60), ``synthetic_seed`` (0),
-``benchmark`` (``"xsub"`` or ``"xview"``).
+``synthetic_posture_std`` (0.06) and ``synthetic_distortion`` (0.0) (the generator's nuisance
+knobs, see ``synthetic.generate``), ``benchmark`` (``"xsub"`` or ``"xview"``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ DEFAULTS: dict[str, Any] = {
     "synthetic_samples": 6000,
     "synthetic_classes": 60,
     "synthetic_seed": 0,
+    "synthetic_posture_std": 0.06,
+    "synthetic_distortion": 0.0,
     "benchmark": "xsub",
 }
 BENCHMARKS = ("xsub", "xview")
@@ -122,6 +125,8 @@ def synthetic_split_dir(
                 benchmarks=BENCHMARKS,
                 max_frames=int(params["max_frames"]),
                 min_frames=min(32, int(params["max_frames"])),
+                posture_std=float(params["synthetic_posture_std"]),
+                distortion=float(params["synthetic_distortion"]),
             )
             (tmp / "params.json").write_text(json.dumps(params, indent=1, sort_keys=True))
             try:

@@ -74,3 +74,26 @@ def test_write_synthetic_same_files_as_ntu(tmp_path):
     assert total == 48
     idx = synthetic.split_indices(synth.subjects, synth.cameras, "xview", "train")
     assert set(synth.cameras[idx]) <= {2, 3}
+
+
+def test_distortion_is_one_linear_map_per_recording_and_changes_nothing_else():
+    kw = dict(num_samples=24, num_classes=6, seed=5, max_frames=40, min_frames=32, noise_std=0.0)
+    clean = synthetic.generate(**kw)
+    bent = synthetic.generate(**kw, distortion=0.4)
+    np.testing.assert_array_equal(clean.data, synthetic.generate(**kw, posture_std=0.06, distortion=0.0).data)
+    np.testing.assert_array_equal(clean.num_frame, bent.num_frame)
+    np.testing.assert_array_equal(clean.labels, bent.labels)
+    np.testing.assert_array_equal(clean.data == 0, bent.data == 0)  # same dropouts and padding
+    for i in range(len(clean.labels)):
+        present = clean.data[i].any(axis=0)  # (T, V, M) joints that are there
+        a = clean.data[i].transpose(1, 2, 3, 0)[present].astype(np.float64)  # (P, 3) camera space
+        b = bent.data[i].transpose(1, 2, 3, 0)[present].astype(np.float64)
+        # camera = rotation R and shift t after the distortion D: b - t = R D R^T (a - t), one affine map
+        design = np.concatenate([a, np.ones((len(a), 1))], 1)
+        fit, *_ = np.linalg.lstsq(design, b, rcond=None)
+        np.testing.assert_allclose(design @ fit, b, atol=1e-4)  # float32 data, metres
+        linear = fit[:3].T  # R D R^T: unit diagonal in the body frame, so trace 3, but not the identity
+        assert abs(np.trace(linear) - 3) < 1e-3
+        # D - I has off-diagonal entries in [-0.4, 0.4]: its norm, so any entry of R (D - I) R^T, is
+        # at most 2 x 0.4 (Gershgorin)
+        assert 0.01 < np.abs(linear - np.eye(3)).max() <= 0.8 + 1e-3
