@@ -154,6 +154,8 @@ class ISCConfig(MethodConfig):
     feature: str = "auto"
     frames: int = 64
     crop_ratio: tuple[float, float] = (0.1, 1.0)
+    shear_amplitude: float = 1.0  # the spatial view: shear U(-a, a) or, with p_corrupt, joint corruption
+    p_corrupt: float = 0.5
     num_joints: int = 25
     num_bodies: int = 2
     gru_hidden: int = 1024
@@ -179,6 +181,10 @@ class ISCConfig(MethodConfig):
         if not 0.0 <= self.momentum <= 1.0 or self.temperature <= 0:
             raise ValueError(
                 f"ISC: need 0 <= momentum <= 1 and temperature > 0, got {self.momentum}, {self.temperature}"
+            )
+        if self.shear_amplitude < 0 or not 0.0 <= self.p_corrupt <= 1.0:
+            raise ValueError(
+                f"ISC: need shear_amplitude >= 0 and 0 <= p_corrupt <= 1, got {self.shear_amplitude}, {self.p_corrupt}"
             )
         if "image" in reps and self.frames % 16:
             raise ValueError(f"ISC: the image encoder (HCN) needs frames divisible by 16, got {self.frames}")
@@ -233,7 +239,11 @@ class ISC(PretrainMethod):
         super().__init__(config)
         self.reps = config.representations()
         self.recipe = CropResizeSpatial(
-            t_out=config.frames, min_length=config.frames, ratio=tuple(config.crop_ratio)
+            t_out=config.frames,
+            min_length=config.frames,
+            ratio=tuple(config.crop_ratio),
+            shear_amplitude=config.shear_amplitude,
+            p_corrupt=config.p_corrupt,
         )
         # official names: q/k for representation s1, r/l for s2; keys start as exact copies
         self.encoder_q = build_encoder(config, self.reps[0])

@@ -341,6 +341,8 @@ def test_bad_options_and_inputs_are_named() -> None:
         ISC(tiny(pair="seq-graph", feature="image"))
     with pytest.raises(ValueError, match="divisible by 16"):
         ISC(tiny(pair="seq-image", frames=24))
+    with pytest.raises(ValueError, match="p_corrupt"):
+        ISC(tiny(p_corrupt=1.5))
     with pytest.raises(ValueError, match="unknown option"):
         build_method("isc", {"queue": 5})
     method = ISC(tiny(pair="seq"))
@@ -411,3 +413,15 @@ def test_runs_under_bf16_autocast() -> None:
     out.loss.backward()
     assert out.loss.dtype == torch.float32 and torch.isfinite(out.loss)
     assert method.queue.bank.dtype == torch.float32 and torch.isfinite(method.queue.bank).all()
+
+
+def test_spatial_view_options_reach_the_recipe() -> None:
+    official = ISC(tiny()).recipe
+    assert (official.shear_amplitude, official.p_corrupt, official.corrupt_joints) == (1.0, 0.5, 15)
+    # shear only at amplitude 0.3: every view's matrix is I + S with |S| <= 0.3, no joint is corrupted
+    method = ISC(tiny(shear_amplitude=0.3, p_corrupt=0.0))
+    params = method.recipe.sample(torch.full((64,), 40), 25, torch.Generator().manual_seed(0))
+    off_diagonal = params.matrix - torch.eye(3)
+    assert not params.joint_select.any()
+    assert torch.diagonal(off_diagonal, dim1=1, dim2=2).abs().max() == 0
+    assert 0.2 < off_diagonal.abs().max() <= 0.3
