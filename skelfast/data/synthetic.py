@@ -334,12 +334,13 @@ def generate(
         idx = order[lo : lo + chunk]
         t_chunk = int(lengths[idx].max())
         crng = np.random.default_rng([seed, 0xC4, c])
-        # its own stream, so a distortion leaves every other draw (camera, noise, dropouts) as it was
-        off_diagonal = np.random.default_rng([seed, 0xD1, c]).uniform(-1, 1, size=(len(idx), 3, 3))
-        mix = (np.eye(3) + distortion * off_diagonal * (1 - np.eye(3))).astype(np.float32)
+        mix = None
+        if distortion > 0:  # its own stream: every other draw (camera, noise, dropouts) stays as it was
+            off_diagonal = np.random.default_rng([seed, 0xD1, c]).uniform(-1, 1, size=(len(idx), 3, 3))
+            mix = (np.eye(3) + distortion * off_diagonal * (1 - np.eye(3))).astype(np.float32)
         data[idx, :, :t_chunk] = _render_chunk(
             crng, spec, subj, labels[idx], subjects[idx], partners[idx], cameras[idx], lengths[idx],
-            t_chunk, noise_std, missing_prob, view_jitter_deg, is_inter, mix if distortion > 0 else None,
+            t_chunk, noise_std, missing_prob, view_jitter_deg, is_inter, mix,
         )  # fmt: skip
     names = [
         f"S{1 + (i // 1000) % 999:03d}C{cameras[i]:03d}P{subjects[i]:03d}R{1 + i % 2:03d}A{labels[i] + 1:03d}_{i:06d}"
