@@ -58,6 +58,14 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPars
         "CRRL's)",
     )
     pku.add_argument(
+        "--window",
+        choices=("half-open", "inclusive"),
+        default="half-open",
+        help="how a label line's start,end select frames: half-open (default) = 0-based [start, end), "
+        "as CMD's converter (ISC lineage); inclusive = 1-based start..end, as the AimCLR-lineage "
+        "pku_part{1,2}_skeleton.py that made the PKU files HiCo and HiCLR use",
+    )
+    pku.add_argument(
         "--class-map",
         help="with --classes compact: reuse this class_map.json (e.g. from the other split) instead of "
         "the ids found in LABEL_DIR, so that several conversions share one numbering",
@@ -100,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
 
         res = convert_pku(
             args.skeleton_dir, args.label_dir, args.split_file, args.out_dir, args.normalization,
-            classes=args.classes, class_map=args.class_map,
+            classes=args.classes, class_map=args.class_map, window=args.window,
         )  # fmt: skip
         print(f"wrote {res.sizes} samples to {args.out_dir}")
         if res.class_ids is not None:

@@ -2,16 +2,20 @@
 
 * ``skeleton/<id>.txt``: one line per frame, 150 floats = body 1 (25 joints x xyz, joint-major) then
   body 2 (zeros when absent).
-* ``label/<id>.txt``: one action per line, ``class,start,end,confidence`` (class 1-based); a clip is
-  frames ``[start, end)`` (CMD slices ``start:end``).
+* ``label/<id>.txt``: one action per line, ``class,start,end,confidence`` (class 1-based). The field
+  reads the frame window two ways, both kept as ``window``: 'half-open' (default) takes 0-based frames
+  ``[start, end)``, as CMD's ``pku_gendata.py`` (the ISC lineage) slices ``start:end``; 'inclusive'
+  takes 1-based frames ``start..end``, as the AimCLR-lineage ``pku_part{1,2}_skeleton.py`` slices
+  ``start - 1:end`` (the PKU files HiCo and HiCLR train on). They differ by one frame at each end.
 * split files (``cross_subject.txt``, ``cross_view.txt``, ``*_v2.txt``): line 2 holds the training video
-  ids separated by ", "; every other video is test (what CMD reads).
+  ids separated by ", " and line 4 the test ids; every video not on line 2 is test (what CMD reads).
 
-Class ids. Both parts number actions in one 1..51 list; Part II uses 41 of those ids, and the papers
-evaluate it with 41 classes (CRRL: ``Linear(512, 41)``). How CRRL maps the 51 ids onto 0..40 is not
-published (spec/isc_crrl.md §0.4, unconfirmed), so no official table is built in. ``classes="raw"``
-(default) keeps ``label = class id - 1`` (0..50; a classifier over Part II then needs 51 outputs, as the
-HiCo-derived PKU-II configs use); ``classes="compact"`` renumbers the ids that occur to 0..C-1 in
+Class ids. Both parts number actions in one 1..51 list; Part II uses 41 of those ids. Both public
+converters keep ``label = class id - 1`` for Part II and train a 51-way classifier on it (CMD's
+``opts_pku_v2_cross_subject``: ``num_class 51``; the AimCLR-lineage tools: ``action_class - 1``), so
+that is ``classes="raw"``, the default. CRRL alone reports a ``Linear(512, 41)`` head, and how it maps
+the 51 ids onto 0..40 is not published (spec/isc_crrl.md §0.4), so no official table is built in;
+``classes="compact"`` renumbers the ids that occur to 0..C-1 in
 increasing order (C = 41 on the full Part II) and saves the table as ``class_map.json``, which a later
 conversion can reuse so that every split shares one numbering. For the protocols (a fresh classifier
 with i.i.d. initial weights, kNN) any one-to-one numbering of the 41 classes gives the same accuracy,
@@ -29,6 +33,7 @@ import numpy as np
 from skelfast.data import normalize, storage
 
 CLASS_MODES = ("raw", "compact")
+WINDOWS = ("half-open", "inclusive")
 CLASS_MAP_FORMAT = "skelfast-class-map-1"
 CLASS_MAP_FILE = "class_map.json"
 
@@ -105,19 +110,35 @@ def read_split(path: str | Path) -> set[str]:
     return {v.strip() for v in lines[1].split(",") if v.strip()}
 
 
+def frame_window(action: PkuAction, window: str, where: str) -> slice:
+    """The video frames of one action: 'half-open' ``[start, end)`` (CMD) or 'inclusive' 1-based
+    ``start..end`` (AimCLR-lineage tools); see the module docstring."""
+    if window == "half-open":
+        return slice(action.start, action.end)
+    if window == "inclusive":
+        if action.start < 1:
+            raise PkuFormatError(
+                f"{where}: start frame {action.start} with window='inclusive' (1-based frames)"
+            )
+        return slice(action.start - 1, action.end)
+    raise ValueError(f"unknown window {window!r}; expected one of {WINDOWS}")
+
+
 def clips(
-    skeleton_dir: str | Path, label_dir: str | Path, max_frames: int = 300
+    skeleton_dir: str | Path, label_dir: str | Path, max_frames: int = 300, window: str = "half-open"
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], list[str]]:
     """All labelled clips -> (data (N, 3, max_frames, 25, 2), num_frame (N,) untruncated, labels (N,) raw
-    0-based, names, video ids)."""
+    0-based, names, video ids). ``window`` reads each action's frames (``frame_window``)."""
+    if window not in WINDOWS:
+        raise ValueError(f"unknown window {window!r}; expected one of {WINDOWS}")
     datas, frames, labels, names, videos = [], [], [], [], []
     for lp in sorted(Path(label_dir).glob("*.txt")):
         sp = Path(skeleton_dir) / lp.name
         if not sp.exists():
             raise FileNotFoundError(f"{lp} has no skeleton file {sp}")
         x = read_skeleton(sp)
-        for a in read_labels(lp):
-            clip = x[:, a.start : a.end]
+        for n, a in enumerate(read_labels(lp), 1):
+            clip = x[:, frame_window(a, window, f"{lp} action {n}")]
             out = np.zeros((3, max_frames, 25, 2), dtype=np.float32)
             out[:, : min(clip.shape[1], max_frames)] = clip[:, :max_frames]
             datas.append(out)
@@ -189,18 +210,20 @@ def convert_pku(
     max_frames: int = 300,
     classes: str = "raw",
     class_map: str | Path | None = None,
+    window: str = "half-open",
 ) -> PkuConvertResult:
     """Write ``out_dir/{train,val}_*`` for one split file.
 
     ``classes``: 'raw' (label = class id - 1) or 'compact' (the ids occurring in ``label_dir``, both
     parts, renumbered 0..C-1, or the ids of an existing ``class_map`` file; the table is written to
     ``out_dir/class_map.json``). See the module docstring for why no official 51 -> 41 table is used.
+    ``window``: 'half-open' (CMD, default) or 'inclusive' (AimCLR-lineage) frame ranges.
     """
     if classes not in CLASS_MODES:
         raise ValueError(f"unknown classes mode {classes!r}; expected one of {CLASS_MODES}")
     if class_map is not None and classes != "compact":
         raise ValueError("a class map applies only to classes='compact'")
-    data, num_frame, labels, names, videos = clips(skeleton_dir, label_dir, max_frames)
+    data, num_frame, labels, names, videos = clips(skeleton_dir, label_dir, max_frames, window)
     class_ids = None
     if classes == "compact":
         labels, class_ids = compact_class_ids(labels, load_class_map(class_map) if class_map else None)

@@ -47,6 +47,30 @@ def test_pku_round_trip_and_convert(tmp_path):
     assert not data[1, :, 15:].any()
 
 
+def test_pku_inclusive_window_reads_one_based_start_to_end(tmp_path):
+    # AimCLR-lineage tools slice frames[start - 1 : end]: 1-based and inclusive, one frame more than CMD's
+    raw = _pku_fixture(tmp_path)
+    pku_mmd.write_labels(tmp_path / "label" / "0003-M.txt", [pku_mmd.PkuAction(0, 1, 30, 1)])
+    argv = ["data", "pku", *(str(tmp_path / p) for p in ("skeleton", "label", "cross_view.txt", "out")),
+            "--normalization", "none", "--window", "inclusive"]  # fmt: skip
+    assert cli.main(argv) == 0
+    train = np.load(storage.data_path(tmp_path / "out", "train"))
+    val = np.load(storage.data_path(tmp_path / "out", "val"))
+    np.testing.assert_array_equal(np.load(storage.num_frame_path(tmp_path / "out", "train")), [11, 16])
+    np.testing.assert_allclose(train[1, :, :16], raw["0002-L"][:, 19:35])  # class 51, frames 20..35
+    np.testing.assert_allclose(val[0, :, :30], raw["0003-M"])  # frames 1..30 = the whole video
+    half_open = pku_mmd.clips(tmp_path / "skeleton", tmp_path / "label")
+    assert half_open[1].tolist() == [10, 15, 29]  # [start, end): 12-2, 35-20, 30-1
+    # frame 0 does not exist in 1-based numbering
+    pku_mmd.write_labels(tmp_path / "label" / "0003-M.txt", [pku_mmd.PkuAction(0, 0, 30, 1)])
+    with pytest.raises(
+        pku_mmd.PkuFormatError, match=r"0003-M.txt action 1: start frame 0 with window='inclusive'"
+    ):
+        pku_mmd.clips(tmp_path / "skeleton", tmp_path / "label", window="inclusive")
+    with pytest.raises(ValueError, match="unknown window 'closed'"):
+        pku_mmd.clips(tmp_path / "skeleton", tmp_path / "label", window="closed")
+
+
 def test_pku_compact_classes_renumber_the_ids_that_occur_and_save_the_map(tmp_path):
     _pku_fixture(tmp_path)
     args = (tmp_path / "skeleton", tmp_path / "label", tmp_path / "cross_view.txt")
