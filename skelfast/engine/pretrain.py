@@ -382,7 +382,7 @@ class _Run:
     ) -> str:
         eta = datetime.timedelta(seconds=round(left / rate)) if rate > 0 else "?"
         return (
-            f"{name} {stage} epoch {epoch}/{epochs - 1}: mean loss {sum(losses) / len(losses):.4f}, "
+            f"{name} {stage} epoch {epoch + 1}/{epochs}: mean loss {sum(losses) / len(losses):.4f}, "
             f"lr {lr:.4g}, {rate:.2f} steps/s, ETA {eta}"
         )
 

@@ -19,7 +19,7 @@ from skelfast.engine import synthetic_data
 from skelfast.engine.distributed import ShardedLoader, epoch_order
 from skelfast.engine.metrics import MetricsWriter, read_metrics
 from skelfast.engine.optim import LRSchedule, build_optimizer
-from skelfast.engine.pretrain import PretrainError, pretrain, stage_train_config
+from skelfast.engine.pretrain import PretrainError, _Run, pretrain, stage_train_config
 from tests.engine import ToyConfig, ToyMethod, toy_config, write_split
 
 # --- schedules against the official code ---------------------------------------------------------------
@@ -388,3 +388,8 @@ def test_metrics_widen_for_new_terms_drop_redone_rows_and_feed_tensorboard(tmp_p
         MetricsWriter(tmp_path / "new").write(
             {"stage": "s", "epoch": 0, "step": 1, "loss": 1.0, "samples_per_s": 1}
         )
+
+
+def test_epoch_summary_counts_epochs_from_one_like_the_progress_bar():
+    line = _Run._epoch_line("hico", "pretrain", 0, 60, [1.0, 3.0], 0.02, 2.0, 100)
+    assert line == "hico pretrain epoch 1/60: mean loss 2.0000, lr 0.02, 2.00 steps/s, ETA 0:00:50"
