@@ -99,6 +99,14 @@ def choose(op: str, checks: Mapping[str, Callable[[], str | None]], order: Seque
     raise BackendUnavailableError(f"{op}: no backend can run this call")  # reference never refuses
 
 
+def constant_under_compile(fn: Callable) -> Callable:
+    """``torch.compiler.assume_constant_result`` without its import of ``torch._dynamo``, which
+    costs ~2.6 s at ``import skelfast``: Dynamo only reads this marker when it traces a call
+    (tests/test_backends.py checks that the public decorator sets the same one)."""
+    fn._dynamo_marked_constant = True  # type: ignore[attr-defined]
+    return fn
+
+
 # ---------------------------------------------------------------------------------------------
 # Availability of each backend on this machine (cached: none of it changes inside a process).
 

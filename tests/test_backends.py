@@ -81,3 +81,23 @@ def test_import_and_info_survive_a_missing_extension():
     )
     assert forced.returncode != 0
     assert "skelfast._C is not available (SKELFAST_SKIP_EXTENSION is set)" in forced.stderr
+
+
+def test_constant_marker_is_the_one_torch_compiler_sets():
+    def official():
+        return 1
+
+    def ours():
+        return 1
+
+    before = set(vars(official))
+    torch.compiler.assume_constant_result(official)
+    assert set(vars(official)) - before == {"_dynamo_marked_constant"}
+    assert backends.constant_under_compile(ours) is ours and vars(ours) == vars(official)
+
+
+def test_import_does_not_load_dynamo():
+    # torch._dynamo costs seconds at every CLI start; it loads on the first torch.compile instead
+    code = "import sys, skelfast; print('torch._dynamo' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -55,7 +55,7 @@ def _cpp_has_op() -> bool:
     return backends.cpp_extension_error() is None and hasattr(torch.ops.skelfast, "graph_conv")
 
 
-@torch.compiler.assume_constant_result  # decided once at trace time under torch.compile
+@backends.constant_under_compile  # decided once at trace time under torch.compile
 def _backend(device: torch.device, dtype: torch.dtype) -> str:
     checks = {
         "cpp": lambda: backends.cpp_reason(device, dtype, CPP_DTYPES.get(device.type, ())),
