@@ -35,7 +35,7 @@ test: setup lint
 	$(PY) -m pytest -q tests benchmarks
 
 demo: setup
-	$(PY) -m skelfast demo
+	$(PY) -m skelfast demo --method hico
 
 bench: setup
 	$(PY) -m benchmarks.run $(BENCH)
