@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from skelfast.nn._official import OfficialEncoder, init_normal_002
+from skelfast.nn.dropout import Dropout
 
 # (in_channels, out_channels, inter_channels, stride) of HiCLR's release config
 HICLR_CONFIG = (
@@ -81,7 +82,7 @@ class STAttentionBlock(nn.Module):
             self.downs2 = _conv_bn(in_channels, out_channels)
             self.downt2 = _conv_bn(out_channels, out_channels, (1, 1), stride)
         self.relu = nn.LeakyReLU(0.1)
-        self.drop = nn.Dropout(attentiondrop)
+        self.drop = Dropout(attentiondrop)  # nn.Dropout's distribution, cheaper mask
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, t, v = x.shape
