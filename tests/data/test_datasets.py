@@ -58,6 +58,27 @@ def test_cli_synthetic_then_dataset(tmp_path, capsys):
     assert tr[0][0].shape == (3, 300, 25, 2) and len(va) > 0
 
 
+def test_cli_synthetic_passes_the_harder_variants_to_the_generator(tmp_path):
+    from skelfast.data import synthetic
+
+    argv = [
+        "data",
+        "synthetic",
+        str(tmp_path),
+        "--samples",
+        "24",
+        "--classes",
+        "3",
+        "--normalization",
+        "none",
+    ]
+    assert cli.main([*argv, "--distortion", "0.5", "--posture-std", "0.2"]) == 0
+    want = synthetic.generate(24, 3, 0, posture_std=0.2, distortion=0.5)
+    idx = synthetic.split_indices(want.subjects, want.cameras, "xsub", "train")
+    got = np.load(tmp_path / "xsub" / "train_data_joint.npy")
+    np.testing.assert_array_equal(got, want.data[idx])
+
+
 def test_loader_with_a_method_recipe_runs_the_fused_augmentation(tmp_path):
     """SkeletonLoader + RecipeAugment(HiCo) gives exactly ops.augment with the batch's seeded draws."""
     from skelfast.augment import HiCo, RecipeAugment
