@@ -71,10 +71,14 @@ def main(argv: list[str] | None = None) -> int:
             if not torch.cuda.is_available():
                 parser.error("--device cuda: torch sees no CUDA device (is this the CPU build of torch?)")
         os.environ["SKELFAST_BENCH_DEVICE"] = args.device
+        from skelfast.checkout import NotACheckoutError, import_benchmarks
+
         try:
-            from benchmarks import run
-        except ImportError:
-            parser.error("the benchmarks live in the source checkout: run `make bench` from its root")
+            import_benchmarks()
+        except NotACheckoutError as err:
+            parser.error(str(err))
+        from benchmarks import run
+
         return run.main(args.op)
     else:
         return owners[args.command].run(args)

@@ -36,6 +36,18 @@ def _encoders(run: Path, config: dict[str, Any]) -> dict[str, Any]:
     return {"pretrained": trained.feature_encoder(), "random init": untrained.feature_encoder()}
 
 
+def pretrain_minutes(run: Path, config: dict[str, Any]) -> float:
+    """The run's training time from its ``metrics.csv`` (the sum of its steps' times), so a demo that
+    resumed a killed or finished run still reports the whole pretraining."""
+    from skelfast.engine.metrics import read_metrics
+    from skelfast.engine.pretrain import stage_train_config
+
+    rows = read_metrics(run / "metrics.csv")
+    stages = list(dict.fromkeys(r["stage"] for r in rows))
+    batch = {s: int(stage_train_config(config, s, stages)["batch_size"]) for s in stages}
+    return sum(batch[r["stage"]] / float(r["samples_per_s"]) for r in rows) / 60
+
+
 def run_demo(
     method: str, out: str | Path | None = None, overrides: list[str] | None = None, progress: bool = True
 ) -> list[dict[str, Any]]:
@@ -49,11 +61,10 @@ def run_demo(
 
     config = load_config(f"{method}_demo", overrides)
     out = Path(out) if out is not None else Path("runs") / f"demo-{method}-{time.strftime('%Y%m%d-%H%M%S')}"
-    start = time.perf_counter()
     run = pretrain(
         config, data=None, out=out, resume=(out / "checkpoint_last.pt").exists(), progress=progress
     )
-    minutes = (time.perf_counter() - start) / 60
+    minutes = pretrain_minutes(run, config)
     folder = synthetic_split_dir(config.get("data"), quiet=True)
     train, test = SkeletonDataset.from_split(folder, "train"), SkeletonDataset.from_split(folder, "val")
     rows = []
@@ -119,6 +130,10 @@ def main(args: argparse.Namespace | None = None) -> int:
         parser = argparse.ArgumentParser(prog="skelfast demo")
         add_arguments(parser)
         args = parser.parse_args([])
+    if args.write_results:  # before the pretraining: a finished run must be able to write its table
+        from skelfast.checkout import import_benchmarks
+
+        import_benchmarks()
     print(", ".join(f"{k} {v}" for k, v in info.report()[:3]), flush=True)
     methods = DEMO_METHODS if args.method == "all" else (args.method,)
     rows: list[dict[str, Any]] = []

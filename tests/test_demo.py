@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import pytest
@@ -65,3 +66,22 @@ def test_summary_reports_gains_and_the_target():
     (line,) = demo._summary(rows)
     assert line["knn gain"] == 20.0 and line["linear gain"] == 10.0
     assert line["target (gain >= 15) met"] == "no"  # linear misses it
+
+
+def test_pretrain_minutes_sum_the_steps_of_every_stage(tmp_path):
+    # CRRL-like: 64 clips a step at 32 clips/s (2 s) then 16 at 8/s (2 s): the whole run is 4 s
+    (tmp_path / "metrics.csv").write_text(
+        "stage,epoch,step,loss,lr,samples_per_s\ncontrast,0,1,4.1,0.05,32\nreconstruct,0,2,9.0,0.05,8\n"
+    )
+    config = {"train": {"epochs": 1, "lr": 0.05, "batch_size": 64, "reconstruct": {"batch_size": 16}}}
+    assert demo.pretrain_minutes(tmp_path, config) == pytest.approx(4 / 60)
+
+
+def test_write_results_outside_a_checkout_fails_before_any_pretraining(tmp_path, monkeypatch):
+    from skelfast import checkout
+
+    monkeypatch.setattr(checkout, "ROOT", tmp_path)
+    monkeypatch.setattr(demo, "run_demo", lambda *a, **k: pytest.fail("pretrained before the check"))
+    args = argparse.Namespace(method="crrl", out=None, set=[], write_results=True)
+    with pytest.raises(checkout.NotACheckoutError, match="has no benchmarks/"):
+        demo.main(args)
