@@ -299,7 +299,10 @@ class _Run:
         if self.max_steps is not None:
             remaining = max(0, min(remaining, self.max_steps - self.pos.step))
         name = self.config.get("method", self.method.name)
-        bar = Progress(remaining, f"{name} {stage}", unit="steps", enabled=self.progress)
+        finished = (epochs - self.pos.epoch) * batches - self.pos.batch_in_epoch <= 0
+        if finished and self.info.is_main and self.progress:  # a finished run resumed: no empty bar
+            self.log(f"{name} {stage}: already trained ({epochs}/{epochs} epochs)")
+        bar = Progress(remaining, f"{name} {stage}", unit="steps", enabled=self.progress and remaining > 0)
         stage_start = time.perf_counter()
         try:
             for epoch in range(self.pos.epoch, epochs):

@@ -393,3 +393,16 @@ def test_metrics_widen_for_new_terms_drop_redone_rows_and_feed_tensorboard(tmp_p
 def test_epoch_summary_counts_epochs_from_one_like_the_progress_bar():
     line = _Run._epoch_line("hico", "pretrain", 0, 60, [1.0, 3.0], 0.02, 2.0, 100)
     assert line == "hico pretrain epoch 1/60: mean loss 2.0000, lr 0.02, 2.00 steps/s, ETA 0:00:50"
+
+
+def test_resuming_a_finished_run_says_so_instead_of_drawing_an_empty_bar(tmp_path, capsys):
+    data = write_split(tmp_path / "data", n=8)
+    pretrain(
+        toy_config(epochs=1), data, tmp_path / "run", method=ToyMethod, progress=False, log=lambda _: None
+    )
+    before = ck.load_checkpoint(tmp_path / "run" / ck.LAST)["step"]
+    lines: list[str] = []
+    pretrain(None, None, tmp_path / "run", resume=True, method=ToyMethod, progress=True, log=lines.append)
+    assert ck.load_checkpoint(tmp_path / "run" / ck.LAST)["step"] == before  # nothing retrained
+    assert any("already trained (1/1 epochs)" in line for line in lines)
+    assert "0/0" not in capsys.readouterr().err
