@@ -12,6 +12,7 @@ import sys
 def add_parsers(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``data`` command (with its ``ntu``, ``synthetic``, ``pku``, ``pyskl`` subcommands)."""
     from skelfast.data.normalize import NORMALIZATIONS
+    from skelfast.data.pku_mmd import CLASS_MODES, WINDOWS
 
     data = subparsers.add_parser("data", help="convert datasets to the standard arrays; write synthetic data")
     sub = data.add_subparsers(dest="data_command", required=True)
@@ -57,7 +58,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPars
     pku.add_argument("--normalization", choices=NORMALIZATIONS, default="agcn")
     pku.add_argument(
         "--classes",
-        choices=("raw", "compact"),
+        choices=CLASS_MODES,
         default="raw",
         help="raw (default): label = PKU-MMD class id - 1, 0..50 for both parts (Part II uses 41 of the "
         "51 ids; a classifier gets 1 + the largest label outputs, up to 51). compact: the ids that occur "
@@ -69,7 +70,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPars
     )
     pku.add_argument(
         "--window",
-        choices=("half-open", "inclusive"),
+        choices=WINDOWS,
         default="half-open",
         help="how a label line's start,end select frames: half-open (default) = 0-based [start, end), "
         "as CMD's converter (ISC lineage); inclusive = 1-based start..end, as the AimCLR-lineage "
