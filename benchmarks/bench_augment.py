@@ -117,8 +117,8 @@ def main() -> list[dict]:
         "CPU path: the C++ kernel (cpp), its ratios against the per-sample chain (numpy after the official "
         "feeders, which call F.interpolate / F.conv2d per sample), the eager and torch.compile'd batched "
         "reference, and a copy of the same bytes; the vectorised torch path in the last two columns. "
-        "Noise: the CPU paths draw a seeded torch.randn (part of the timing). Triton is GPU-only and not "
-        "timed here."
+        "Noise: the shared Philox stream, drawn in the C++ kernel and in int64 tensor ops by the "
+        "references and the torch path (part of the timing). Triton is GPU-only and not timed here."
     )
     write_results("augment", rows, note=note)
     return rows

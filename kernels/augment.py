@@ -8,9 +8,10 @@ motion) it reads the two temporal interpolation taps of the 3 input channels, ap
 map and the 3x3 matrix and adds noise; then axis mask, stream difference and joint mask, one
 store. No intermediate tensor is written.
 
-Noise is ``tl.randn`` (Philox) keyed by (seed + sample) and counted by the pre-blur element
-(channel, frame, joint, body), so blurring the noise, as HiCLR's order (noise, then blur)
-requires, stays exact: every tap regenerates the noise of the frame it reads.
+Noise is the stream every backend shares (``skelfast.reference.philox``: normal i of key k is
+Box-Muller output i & 3 of Philox counter i >> 2), keyed by (seed + sample) and counted by the
+pre-blur element (channel, frame, joint, body), so blurring the noise, as HiCLR's order (noise, then
+blur) requires, stays exact: every tap regenerates the noise of the frame it reads.
 """
 
 from __future__ import annotations
@@ -24,6 +25,27 @@ _NI = 5
 # floats per sample: matrix (9), joint_matrix (9), axis_keep (3), noise_std (1)
 _NF = 22
 STREAM_CODES = {"joint": 0, "bone": 1, "motion": 2}
+
+
+@triton.jit
+def _uniform(word):
+    """Triton's uint_to_uniform_float: int32 bitcast, negatives folded to -x - 1, to [0, 1)."""
+    x = word.to(tl.int32, bitcast=True)
+    x = tl.where(x < 0, -x - 1, x)
+    return x.to(tl.float32) * 4.6566127342e-10
+
+
+@triton.jit
+def _normal(key, index):
+    """Normal ``index`` (int32 >= 0) of the stream keyed by ``key``: Box-Muller output index & 3 of
+    Philox counter index >> 2 (words 0, 1 give cos, sin; words 2, 3 the next pair)."""
+    w0, w1, w2, w3 = tl.randint4x(key, index >> 2)
+    slot = index & 3
+    first = slot < 2
+    u1 = tl.maximum(1.0e-7, _uniform(tl.where(first, w0, w2)))
+    th = 6.283185307179586 * _uniform(tl.where(first, w1, w3))
+    r = tl.sqrt(-2.0 * tl.log(u1))
+    return r * tl.where((slot & 1) == 0, tl.cos(th), tl.sin(th))
 
 
 @triton.jit
@@ -84,9 +106,9 @@ def _value(
         count = (tq * V + vq) * M + mq
         plane = T_OUT * V * M
         key = seed + n
-        o0 += std * tl.randn(key, count)
-        o1 += std * tl.randn(key, count + plane)
-        o2 += std * tl.randn(key, count + 2 * plane)
+        o0 += std * _normal(key, count)
+        o1 += std * _normal(key, count + plane)
+        o2 += std * _normal(key, count + 2 * plane)
     o0 = tl.where(in_t, o0, 0.0)
     o1 = tl.where(in_t, o1, 0.0)
     o2 = tl.where(in_t, o2, 0.0)

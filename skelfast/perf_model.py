@@ -217,8 +217,19 @@ def augment(
         _ew("gather joints (flip index)", e, e, flops_per_elem=0),
         _ew("einsum: permute copy for the bmm", e, e, flops_per_elem=0),
         Kernel("einsum: bmm per-joint 3x3", e * FP32, e * FP32, 2 * 3 * e),
-        # cpu_noise draws on the host and copies E floats over PCIe (the transfer is not in this model)
-        Kernel("cpu_noise host-to-device copy", 0, e * FP32, 0),
+        # the noise stream in int64 tensor ops (skelfast.reference.philox.normal_fill): 16 per
+        # Philox round, 10 rounds, one counter per 4 normals; then ~10 float ops per pair of
+        # Box-Muller and the interleave
+        Kernel(
+            "noise: Philox4x32-10 rounds (int64 elementwise)",
+            160 * 2 * (e // 4) * 8,
+            160 * (e // 4) * 8,
+            0,
+            launches=160,
+        ),
+        Kernel(
+            "noise: Box-Muller pairs and interleave", 10 * 2 * e * FP32, 10 * e * FP32, 10 * e, launches=20
+        ),
         _ew("noise_std * z", e, e),
         _ew("y + noise", 2 * e, e),
         _ew("blur: zero pad", e, e_pad, flops_per_elem=0),

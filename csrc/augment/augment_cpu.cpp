@@ -10,15 +10,18 @@
 //   2. temporal blur with the sample's taps (zero padded) where blur_on;
 //   3. axis mask, stream (joint / bone / motion), joint mask with the fill value, written to out.
 // Steps 1-2 go through one (C, T_out, V*M) buffer per thread (tens of KB: cache resident), so
-// x is read once and the output written once. The blur taps and the noise draw (seeded
-// torch.randn, shared with the other CPU backends) come from the Python side.
+// x is read once and the output written once. The noise is drawn here, per noisy sample, from the
+// stream every backend shares (philox_randn.h, key noise_seed + n); the blur taps come from Python.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
 #include <atomic>
+#include <limits>
 #include <vector>
+
+#include "philox_randn.h"
 
 namespace skelfast {
 namespace {
@@ -103,8 +106,8 @@ void blur_sample(const scalar_t* y, scalar_t* blurred, const scalar_t* taps, int
 template <typename scalar_t>
 void augment_kernel(const Tensor& x, const int64_t* i0, const int64_t* i1, const float* w,
                     const Tensor& matrix_t, const Tensor& joint_matrix_t, const Tensor& select_t,
-                    const Tensor& source_t, const Tensor& noise_std_t, const Tensor& noise_t,
-                    const std::vector<int64_t>& noise_row, const Tensor& blur_on_t, const Tensor& blur_w_t,
+                    const Tensor& source_t, const Tensor& noise_std_t, int64_t noise_seed,
+                    const Tensor& blur_on_t, const Tensor& blur_w_t,
                     const Tensor& keep_t, const Tensor& mask_t, bool has_mask, double fill_value,
                     const Tensor& parents_t, int64_t stream, Tensor& out) {
   const int64_t N = x.size(0), C = 3, V = x.size(3), M = x.size(4), T = out.size(2), VM = V * M;
@@ -116,7 +119,6 @@ void augment_kernel(const Tensor& x, const int64_t* i0, const int64_t* i1, const
   const bool* sel = select_t.const_data_ptr<bool>();
   const int64_t* src = source_t.const_data_ptr<int64_t>();
   const double* noise_std = noise_std_t.const_data_ptr<double>();
-  const float* noise = noise_t.const_data_ptr<float>();
   const bool* blur_on = blur_on_t.const_data_ptr<bool>();
   const double* blur_w = blur_w_t.const_data_ptr<double>();
   const double* keep = keep_t.const_data_ptr<double>();
@@ -132,20 +134,44 @@ void augment_kernel(const Tensor& x, const int64_t* i0, const int64_t* i1, const
   std::atomic<int64_t> next_sample{0};
   const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(N, at::get_num_threads()));
   const bool x_rows = sm == 1 && sv == M;  // a frame's (V, M) values are contiguous in x
+  // the joint mask is shared by the batch: per frame t, the masked columns v * M + m are
+  // masked_cols[masked_at[t] .. masked_at[t + 1])
+  std::vector<int64_t> masked_at(T + 1, 0), masked_cols;
+  for (int64_t t = 0; t < T && mask != nullptr; ++t) {
+    for (int64_t v = 0; v < V; ++v)
+      for (int64_t m = 0; m < M && mask[t * V + v]; ++m) masked_cols.push_back(v * M + m);
+    masked_at[t + 1] = static_cast<int64_t>(masked_cols.size());
+  }
   at::parallel_for(0, workers, 1, [&](int64_t, int64_t) {
-    std::vector<scalar_t> y(sample_size), blurred(sample_size), coef(9 * VM), p(3 * VM), gathered(VM);
+    std::vector<scalar_t> y(sample_size), blurred(sample_size), coef(9 * VM), p(3 * VM);
+    std::vector<int64_t> column(VM);
+    std::vector<float> noise;
     for (int64_t n = next_sample++; n < N; n = next_sample++) {
       const scalar_t* xn = xp + n * sn;
-      // coef[(c * 3 + d) * VM + v * M + m] = E_v[c, d], in the compute type (the reference's .to(cdt))
-      bool identity_source = true;
+      // coef[(c * 3 + d) * VM + v * M + m] = E_v[c, d], in the compute type (the reference's .to(cdt)),
+      // where some joint takes the second matrix; else one matrix for all (the same products)
+      bool identity_source = true, one_matrix = true;
       for (int64_t v = 0; v < V; ++v) {
-        const double* e = (sel[n * V + v] ? jmat : mat) + n * 9;
-        for (int k = 0; k < 9; ++k)
-          for (int64_t m = 0; m < M; ++m) coef[k * VM + v * M + m] = static_cast<scalar_t>(e[k]);
         identity_source = identity_source && src[n * V + v] == v;
+        one_matrix = one_matrix && !sel[n * V + v];
+        for (int64_t m = 0; m < M; ++m) column[v * M + m] = src[n * V + v] * M + m;
+      }
+      scalar_t e_all[9];
+      for (int k = 0; k < 9; ++k) e_all[k] = static_cast<scalar_t>(mat[n * 9 + k]);
+      if (!one_matrix) {
+        for (int64_t v = 0; v < V; ++v) {
+          const double* e = (sel[n * V + v] ? jmat : mat) + n * 9;
+          for (int k = 0; k < 9; ++k)
+            for (int64_t m = 0; m < M; ++m) coef[k * VM + v * M + m] = static_cast<scalar_t>(e[k]);
+        }
       }
       const scalar_t std_n = static_cast<scalar_t>(noise_std[n]);
-      const float* z = noise_row[n] >= 0 ? noise + noise_row[n] * sample_size : nullptr;
+      const float* z = nullptr;
+      if (noise_std[n] != 0.0) {  // normals 0 .. 3 T V M - 1 of the stream keyed by noise_seed + n
+        noise.resize(sample_size);
+        philox::normal_fill(static_cast<uint64_t>(noise_seed + n), sample_size, noise.data());
+        z = noise.data();
+      }
       // 1. time (two taps), joint map, per-joint matrices, noise; row by row over (V, M)
       for (int64_t t = 0; t < T; ++t) {
         const int64_t a = i0[n * T + t], b = i1[n * T + t];
@@ -155,18 +181,18 @@ void augment_kernel(const Tensor& x, const int64_t* i0, const int64_t* i1, const
           const scalar_t* pa = xn + d * sc + a * st;
           const scalar_t* pb = xn + d * sc + b * st;
           scalar_t* pd = p.data() + d * VM;
-          if (x_rows) {  // whole rows, then the joint map within the (cache-resident) row
-            scalar_t* row = identity_source ? pd : gathered.data();
+          if (x_rows && identity_source) {  // whole rows
             if (wb != scalar_t(0)) {
-              for (int64_t j = 0; j < VM; ++j) row[j] = pa[j] * wa + pb[j] * wb;
+              for (int64_t j = 0; j < VM; ++j) pd[j] = pa[j] * wa + pb[j] * wb;
             } else {
-              for (int64_t j = 0; j < VM; ++j) row[j] = pa[j];
+              for (int64_t j = 0; j < VM; ++j) pd[j] = pa[j];
             }
-            if (!identity_source) {
-              for (int64_t v = 0; v < V; ++v) {
-                const scalar_t* from = row + src[n * V + v] * M;
-                for (int64_t m = 0; m < M; ++m) pd[v * M + m] = from[m];
-              }
+          } else if (x_rows) {  // whole rows read through the joint map
+            const int64_t* col = column.data();
+            if (wb != scalar_t(0)) {
+              for (int64_t j = 0; j < VM; ++j) pd[j] = pa[col[j]] * wa + pb[col[j]] * wb;
+            } else {
+              for (int64_t j = 0; j < VM; ++j) pd[j] = pa[col[j]];
             }
           } else {
             for (int64_t v = 0; v < V; ++v) {
@@ -180,9 +206,14 @@ void augment_kernel(const Tensor& x, const int64_t* i0, const int64_t* i1, const
         }
         const scalar_t *p0 = p.data(), *p1 = p0 + VM, *p2 = p1 + VM;
         for (int64_t c = 0; c < 3; ++c) {
-          const scalar_t *e0 = coef.data() + (c * 3) * VM, *e1 = e0 + VM, *e2 = e1 + VM;
           scalar_t* dst = y.data() + (c * T + t) * VM;
-          for (int64_t j = 0; j < VM; ++j) dst[j] = e0[j] * p0[j] + e1[j] * p1[j] + e2[j] * p2[j];
+          if (one_matrix) {
+            const scalar_t e0 = e_all[c * 3], e1 = e_all[c * 3 + 1], e2 = e_all[c * 3 + 2];
+            for (int64_t j = 0; j < VM; ++j) dst[j] = e0 * p0[j] + e1 * p1[j] + e2 * p2[j];
+          } else {
+            const scalar_t *e0 = coef.data() + (c * 3) * VM, *e1 = e0 + VM, *e2 = e1 + VM;
+            for (int64_t j = 0; j < VM; ++j) dst[j] = e0[j] * p0[j] + e1[j] * p1[j] + e2[j] * p2[j];
+          }
           if (z != nullptr) {
             const float* zc = z + (c * T + t) * VM;
             for (int64_t j = 0; j < VM; ++j) dst[j] = dst[j] + std_n * static_cast<scalar_t>(zc[j]);
@@ -227,12 +258,7 @@ void augment_kernel(const Tensor& x, const int64_t* i0, const int64_t* i1, const
           } else {
             for (int64_t j = 0; j < VM; ++j) dst[j] = scalar_t(0);
           }
-          if (mask != nullptr) {
-            for (int64_t v = 0; v < V; ++v) {
-              if (!mask[t * V + v]) continue;
-              for (int64_t m = 0; m < M; ++m) dst[v * M + m] = fill;
-            }
-          }
+          for (int64_t i = masked_at[t]; i < masked_at[t + 1]; ++i) dst[masked_cols[i]] = fill;
         }
       }
     }
@@ -242,7 +268,7 @@ void augment_kernel(const Tensor& x, const int64_t* i0, const int64_t* i1, const
 Tensor augment_cpu(const Tensor& x, const Tensor& valid, const Tensor& start, const Tensor& length,
                    const Tensor& reverse, int64_t t_out, const Tensor& matrix,
                    const Tensor& joint_matrix, const Tensor& joint_select, const Tensor& joint_source,
-                   const Tensor& noise_std, const Tensor& noise, const Tensor& blur_on,
+                   const Tensor& noise_std, int64_t noise_seed, const Tensor& blur_on,
                    const Tensor& blur_weights, const Tensor& axis_keep,
                    const std::optional<Tensor>& frame_joint_mask, const Tensor& fill, const Tensor& parents,
                    int64_t stream) {
@@ -292,17 +318,10 @@ Tensor augment_cpu(const Tensor& x, const Tensor& valid, const Tensor& start, co
               "augment_cpu: joint_source must index joints in [0, ", V, ")");
   TORCH_CHECK(parentsc.min().item<int64_t>() >= 0 && parentsc.max().item<int64_t>() < V,
               "augment_cpu: parents must index joints in [0, ", V, ")");
-  // the noise tensor holds one (3, T, V, M) draw per sample with noise_std != 0, in batch order
-  std::vector<int64_t> noise_row(N, -1);
-  int64_t noisy = 0;
-  const double* stds = noise_stdc.const_data_ptr<double>();
-  for (int64_t n = 0; n < N; ++n)
-    if (stds[n] != 0.0) noise_row[n] = noisy++;
-  const Tensor noisec = noise.to(at::kFloat).contiguous();
-  TORCH_CHECK(noisy == 0 || (noisec.dim() == 5 && noisec.size(0) == noisy && noisec.size(1) == 3 &&
-                             noisec.size(2) == T && noisec.size(3) == V && noisec.size(4) == M),
-              "augment_cpu: noise must be (", noisy, ", 3, ", T, ", ", V, ", ", M,
-              ") for the samples with noise_std != 0, got ", noisec.sizes());
+  TORCH_CHECK(noise_seed >= 0 && noise_seed <= std::numeric_limits<int64_t>::max() - N,
+              "augment_cpu: noise_seed must be in [0, 2^63 - N), got ", noise_seed);
+  TORCH_CHECK(3 * T * V * M < (int64_t{1} << 34), "augment_cpu: a sample of 3 x ", T, " x ", V, " x ", M,
+              " values is past the noise stream's 2^34 counters");
 
   // reflection keeps every tap in [0, valid) within [0, T_in): x is read in bounds
   std::vector<int64_t> i0(N * T), i1(N * T);
@@ -313,7 +332,7 @@ Tensor augment_cpu(const Tensor& x, const Tensor& valid, const Tensor& start, co
 
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "augment_cpu", [&] {
     augment_kernel<scalar_t>(x, i0.data(), i1.data(), w.data(), f64(matrix), f64(joint_matrix), b8(joint_select), sourcec,
-                             noise_stdc, noisec, noise_row, b8(blur_on), f64(blur_weights), f64(axis_keep),
+                             noise_stdc, noise_seed, b8(blur_on), f64(blur_weights), f64(axis_keep),
                              has_mask ? b8(*frame_joint_mask) : Tensor(), has_mask, fill.item<double>(),
                              parentsc, stream, out);
   });
@@ -324,12 +343,11 @@ Tensor augment_cpu(const Tensor& x, const Tensor& valid, const Tensor& start, co
 
 TORCH_LIBRARY_FRAGMENT(skelfast, m) {
   // One fused pass of skelfast.ops.augment on CPU tensors (fields as in AugmentParams); the
-  // blur taps (N, K) and the noise draw (one (3, t_out, V, M) slice per noisy sample) are
-  // computed by the caller. stream: 0 joint, 1 bone, 2 motion.
+  // blur taps (N, K) are computed by the caller. stream: 0 joint, 1 bone, 2 motion.
   m.def(
       "augment_cpu(Tensor x, Tensor valid, Tensor start, Tensor length, Tensor reverse, int t_out, "
       "Tensor matrix, Tensor joint_matrix, "
-      "Tensor joint_select, Tensor joint_source, Tensor noise_std, Tensor noise, Tensor blur_on, "
+      "Tensor joint_select, Tensor joint_source, Tensor noise_std, int noise_seed, Tensor blur_on, "
       "Tensor blur_weights, Tensor axis_keep, Tensor? frame_joint_mask, Tensor fill, Tensor parents, "
       "int stream) -> Tensor");
 }

@@ -12,7 +12,8 @@ use a subset of it):
 2. space: output joint v takes source joint ``joint_source[n, v]`` (the left/right flip is an
    index swap, as in the originals), then ``p' = E @ p`` with ``E = joint_matrix[n]`` where
    ``joint_select[n, v]`` (HiCo/ISC's joint corruption; a zero matrix masks) else ``matrix[n]``;
-3. Gaussian noise ``noise_std[n] * z`` (z seeded by ``noise_seed``; per pre-blur frame);
+3. Gaussian noise ``noise_std[n] * z`` (z: normals 0.. of the stream keyed by ``noise_seed + n``,
+   ``skelfast.reference.philox``, one per pre-blur element (c, t, v, m) in that order);
 4. temporal Gaussian blur with ``blur_size`` taps and ``blur_sigma[n]`` where ``blur_on[n]``,
    zero padded; HiCLR's kernel is unnormalised (``blur_normalized=False``);
 5. axis mask: channel c multiplied by ``axis_keep[n, c]``;
@@ -128,6 +129,11 @@ class AugmentParams:
             raise ValueError("augment: params.length must be >= 1 for every sample")
         if int(self.joint_source.min()) < 0 or int(self.joint_source.max()) >= v:
             raise ValueError(f"augment: params.joint_source must index joints in [0, {v})")
+        seed = int(self.noise_seed)
+        if not 0 <= seed <= 2**63 - 1 - n:  # sample n's noise stream is keyed by seed + n
+            raise ValueError(
+                f"augment: params.noise_seed must be in [0, 2^63 - N) = [0, {2**63 - 1 - n}], got {seed}"
+            )
 
     @staticmethod
     def identity(

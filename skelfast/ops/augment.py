@@ -9,9 +9,10 @@ Backends:
   and for float16/bfloat16;
 - ``reference``: ``skelfast.reference.augment``, step by step.
 
-The noise of the CPU backends is ``torch.randn`` seeded with ``params.noise_seed`` (reference, cpp
-and torch agree bit for bit); the Triton kernel draws Philox numbers (``tl.randn``) from the same seed:
-same distribution, other values. Each backend replays its own draws exactly.
+Every backend adds the same noise: sample n's normals come from the counter-based stream keyed by
+``params.noise_seed + n`` (``skelfast.reference.philox``: Philox4x32-10, four Box-Muller normals per
+counter), drawn inside the C++ and Triton kernels. The Philox integers agree bit for bit; the
+normals within a few float32 ulps (each backend's log/sin/cos). Each backend replays exactly.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from skelfast import backends
 from skelfast.augment.params import STREAMS, AugmentParams
 from skelfast.ops._checks import check_floating, check_rank
 from skelfast.profiling import profiled
+from skelfast.reference import philox
 from skelfast.reference.augment import augment as reference_augment
 from skelfast.reference.augment import bone_parents, source_positions
 
@@ -252,15 +254,8 @@ def augment_cpp(
     fill: torch.Tensor,
     parents: torch.Tensor,
 ) -> torch.Tensor:
-    """The C++ kernel: the (N, K) blur taps and the noise draw (the same seeded ``torch.randn`` as
-    the torch path, one slice per noisy sample) are made here; the kernel does the rest in one pass.
-    x: (N, 3, T_in, V, M) float32/float64 -> (N, 3, t_out, V, M)."""
-    n, c, _, v, m = x.shape
-    noisy = int((params.noise_std != 0).sum())
-    noise = torch.empty(0)
-    if noisy:
-        g = torch.Generator().manual_seed(int(params.noise_seed))
-        noise = torch.randn((noisy, c, params.t_out, v, m), generator=g)
+    """The C++ kernel: the (N, K) blur taps are made here; the kernel does the rest, noise included,
+    in one pass. x: (N, 3, T_in, V, M) float32/float64 -> (N, 3, t_out, V, M)."""
     return torch.ops.skelfast.augment_cpu(
         x,
         valid,
@@ -273,7 +268,7 @@ def augment_cpp(
         params.joint_select,
         params.joint_source,
         params.noise_std,
-        noise,
+        int(params.noise_seed),
         params.blur_on,
         params.blur_weights(torch.float64),
         params.axis_keep,
@@ -327,11 +322,10 @@ def augment_torch(
         out = out.view(n, c, t_out, v, m)
         out[selected] = torch.where(sel, second, out[selected])
     out = out.view(n, c, t_out, v, m)
-    # 3. noise on the noisy samples: the same torch.randn draw as the reference
+    # 3. noise on the noisy samples: the reference's stream (Philox in int64 tensor ops)
     noisy = (params.noise_std != 0).nonzero().flatten()
     if len(noisy):
-        g = torch.Generator().manual_seed(int(params.noise_seed))
-        z = torch.randn((len(noisy), c, t_out, v, m), generator=g).to(cdt)
+        z = philox.normal_fill(params.noise_seed + noisy, c * t_out * vm).view(-1, c, t_out, v, m).to(cdt)
         out.index_add_(0, noisy, z.mul_(params.noise_std[noisy].to(cdt).view(-1, 1, 1, 1, 1)))
     # 4. blur on the blurred samples: a depthwise (K x 1) convolution along time, zero padded
     blurred = params.blur_on.nonzero().flatten()

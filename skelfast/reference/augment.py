@@ -6,23 +6,24 @@ Each step makes a full intermediate tensor, in the order documented in
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from skelfast.augment.params import AugmentParams
+from skelfast.reference import philox
 
 
-def cpu_noise(seed: torch.Tensor, noise_std: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-    """Standard normal noise of ``shape`` = (N, 3, T, V, M) for the CPU backends, zero for samples
-    with ``noise_std == 0``: one ``torch.randn`` seeded with ``seed`` draws the noisy samples in
-    batch order. (The Triton kernel draws Philox numbers in the kernel instead: same distribution,
-    other values.)"""
-    noisy = (noise_std != 0).cpu()
-    z = torch.zeros(shape, dtype=torch.float32)
-    k = int(noisy.sum())
-    if k:
-        g = torch.Generator().manual_seed(int(seed))
-        z[noisy] = torch.randn((k, *shape[1:]), generator=g)
-    return z.to(noise_std.device)
+def noise(seed: torch.Tensor, noise_std: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """Standard normal noise of ``shape`` = (N, 3, T, V, M), zero for samples with ``noise_std == 0``:
+    sample n holds normals 0 .. 3*T*V*M - 1 of the stream keyed by ``seed + n``
+    (``skelfast.reference.philox``), in (c, t, v, m) order: what every backend adds."""
+    z = torch.zeros(shape, dtype=torch.float32, device=noise_std.device)
+    noisy = (noise_std != 0).nonzero().flatten()
+    if len(noisy):
+        keys = seed.to(device=noise_std.device, dtype=torch.int64) + noisy
+        z[noisy] = philox.normal_fill(keys, math.prod(shape[1:])).view(len(noisy), *shape[1:])
+    return z
 
 
 def source_positions(
@@ -101,7 +102,7 @@ def augment(
     )  # (N, V, 3, 3)
     y = torch.einsum("nvcd,ndtvm->nctvm", per_joint.to(cdt), y)
     # 3. noise, drawn per pre-blur frame
-    z = cpu_noise(params.noise_seed, params.noise_std, tuple(y.shape)).to(device=y.device, dtype=cdt)
+    z = noise(params.noise_seed, params.noise_std, tuple(y.shape)).to(dtype=cdt)
     y = y + params.noise_std.to(cdt)[:, None, None, None, None] * z
     # 4. temporal blur: zero padded correlation with the per-sample taps
     weights = params.blur_weights(cdt)

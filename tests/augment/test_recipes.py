@@ -12,7 +12,7 @@ import torch
 import skelfast
 from skelfast.augment import CRRL, ISC, HiCLR, HiCo
 from skelfast.reference import augment_numpy
-from skelfast.reference.augment import cpu_noise
+from skelfast.reference.augment import noise as reference_noise
 
 RECIPES = {
     "hico": (HiCo(), "crop"),
@@ -40,7 +40,7 @@ def test_recipe_equals_numpy_oracle_sample_by_sample(name):
     params = recipe.sample(valid, 25, g)
     fill = 0.7
     out = skelfast.ops.augment(x, valid, params, torch.tensor(fill))
-    noise = cpu_noise(params.noise_seed, params.noise_std, tuple(out.shape)).numpy()
+    noise = reference_noise(params.noise_seed, params.noise_std, tuple(out.shape)).numpy()
     expected = augment_numpy.apply_params(x.numpy(), valid.numpy(), params, temporal, noise, fill)
     # float32 op against the float64 oracle; values up to ~5x (unnormalised blur) of N(0, 1) data
     np.testing.assert_allclose(out.numpy(), expected, atol=5e-5, rtol=1e-5)

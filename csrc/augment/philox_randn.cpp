@@ -1,0 +1,187 @@
+// The fill loop of philox_randn.h: a portable scalar form, and on x86-64 CPUs with AVX2 the same
+// arithmetic eight counters at a time (picked at run time). Neither uses FMA, so both give the
+// same bits.
+#include "philox_randn.h"
+
+// -DSKELFAST_NO_AVX2 builds the portable form only (to check both forms agree)
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(SKELFAST_NO_AVX2)
+#include <immintrin.h>
+#define SKELFAST_PHILOX_AVX2 1
+#endif
+
+namespace skelfast {
+namespace philox {
+namespace {
+
+// Philox4x32-10 of counter (counter, 0, 0, 0): the four words
+inline void philox4(uint32_t counter, uint32_t key_lo, uint32_t key_hi, uint32_t* words) {
+  uint32_t c0 = counter, c1 = 0, c2 = 0, c3 = 0, k0 = key_lo, k1 = key_hi;
+  for (int round = 0; round < kRounds; ++round) {
+    const uint64_t pb = static_cast<uint64_t>(kRoundB) * c2, pa = static_cast<uint64_t>(kRoundA) * c0;
+    const uint32_t n0 = static_cast<uint32_t>(pb >> 32) ^ c1 ^ k0;
+    const uint32_t n2 = static_cast<uint32_t>(pa >> 32) ^ c3 ^ k1;
+    c1 = static_cast<uint32_t>(pb);
+    c3 = static_cast<uint32_t>(pa);
+    c0 = n0;
+    c2 = n2;
+    k0 += kKeyA;
+    k1 += kKeyB;
+  }
+  words[0] = c0;
+  words[1] = c1;
+  words[2] = c2;
+  words[3] = c3;
+}
+
+// normals [4 * first_counter, 4 * first_counter + count)
+void normal_fill_scalar(uint64_t key, uint32_t first_counter, int64_t count, float* out) {
+  const uint32_t key_lo = static_cast<uint32_t>(key), key_hi = static_cast<uint32_t>(key >> 32);
+  for (int64_t i = 0; i < count; i += 4) {
+    uint32_t w[4];
+    float z[4];
+    philox4(first_counter + static_cast<uint32_t>(i / 4), key_lo, key_hi, w);
+    box_muller(w[0], w[1], z);
+    box_muller(w[2], w[3], z + 2);
+    for (int64_t j = 0; j < 4 && i + j < count; ++j) out[i + j] = z[j];
+  }
+}
+
+#ifdef SKELFAST_PHILOX_AVX2
+
+// 32 x 32 -> 64-bit products of eight lanes by a constant: (high words, low words)
+__attribute__((target("avx2"))) inline void mul_wide(__m256i a, __m256i b, __m256i b_odd, __m256i* hi,
+                                                     __m256i* lo) {
+  const __m256i even = _mm256_mul_epu32(a, b);                           // lanes 0, 2, 4, 6
+  const __m256i odd = _mm256_mul_epu32(_mm256_srli_epi64(a, 32), b_odd);  // lanes 1, 3, 5, 7
+  *hi = _mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0xAA);
+  *lo = _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
+}
+
+__attribute__((target("avx2"))) inline __m256 bits_to_float(__m256i v) { return _mm256_castsi256_ps(v); }
+__attribute__((target("avx2"))) inline __m256i float_to_bits(__m256 v) { return _mm256_castps_si256(v); }
+
+// to_uniform, log_positive and sincos_small of philox_randn.h, eight lanes, the same operations
+__attribute__((target("avx2"))) inline __m256 uniform8(__m256i w) {
+  const __m256i folded = _mm256_xor_si256(w, _mm256_srai_epi32(w, 31));
+  return _mm256_mul_ps(_mm256_cvtepi32_ps(folded), _mm256_set1_ps(4.6566127342e-10f));
+}
+
+__attribute__((target("avx2"))) inline __m256 log8(__m256 x) {
+  const __m256i bits = float_to_bits(x);
+  const __m256i m0 = _mm256_or_si256(_mm256_and_si256(bits, _mm256_set1_epi32(0x007fffff)),
+                                     _mm256_set1_epi32(0x3f000000));
+  // lanes are below 2^31 here, so the signed compare orders them as unsigned
+  const __m256i low = _mm256_cmpgt_epi32(_mm256_set1_epi32(0x3f3504f3), m0);  // -1 where m0 < sqrt(1/2)
+  const __m256i exponent = _mm256_add_epi32(_mm256_sub_epi32(_mm256_srli_epi32(bits, 23), _mm256_set1_epi32(126)), low);
+  const __m256 e = _mm256_cvtepi32_ps(exponent);
+  const __m256i doubled = _mm256_add_epi32(m0, _mm256_and_si256(low, _mm256_set1_epi32(1 << 23)));
+  const __m256 m = _mm256_sub_ps(bits_to_float(doubled), _mm256_set1_ps(1.0f));
+  const __m256 z = _mm256_mul_ps(m, m);
+  __m256 y = _mm256_set1_ps(7.0376836292e-2f);
+  y = _mm256_add_ps(_mm256_mul_ps(y, m), _mm256_set1_ps(-1.1514610310e-1f));
+  y = _mm256_add_ps(_mm256_mul_ps(y, m), _mm256_set1_ps(1.1676998740e-1f));
+  y = _mm256_add_ps(_mm256_mul_ps(y, m), _mm256_set1_ps(-1.2420140846e-1f));
+  y = _mm256_add_ps(_mm256_mul_ps(y, m), _mm256_set1_ps(1.4249322787e-1f));
+  y = _mm256_add_ps(_mm256_mul_ps(y, m), _mm256_set1_ps(-1.6668057665e-1f));
+  y = _mm256_add_ps(_mm256_mul_ps(y, m), _mm256_set1_ps(2.0000714765e-1f));
+  y = _mm256_add_ps(_mm256_mul_ps(y, m), _mm256_set1_ps(-2.4999993993e-1f));
+  y = _mm256_add_ps(_mm256_mul_ps(y, m), _mm256_set1_ps(3.3333331174e-1f));
+  y = _mm256_mul_ps(_mm256_mul_ps(y, m), z);
+  y = _mm256_add_ps(y, _mm256_mul_ps(_mm256_set1_ps(-2.12194440e-4f), e));
+  y = _mm256_add_ps(y, _mm256_mul_ps(_mm256_set1_ps(-0.5f), z));
+  return _mm256_add_ps(_mm256_add_ps(m, y), _mm256_mul_ps(_mm256_set1_ps(0.693359375f), e));
+}
+
+__attribute__((target("avx2"))) inline void sincos8(__m256 x, __m256* sin_x, __m256* cos_x) {
+  __m256i j = _mm256_cvttps_epi32(_mm256_mul_ps(x, _mm256_set1_ps(1.27323954473516f)));
+  j = _mm256_add_epi32(j, _mm256_and_si256(j, _mm256_set1_epi32(1)));
+  const __m256 y = _mm256_cvtepi32_ps(j);
+  __m256 r = _mm256_sub_ps(x, _mm256_mul_ps(y, _mm256_set1_ps(0.78515625f)));
+  r = _mm256_sub_ps(r, _mm256_mul_ps(y, _mm256_set1_ps(2.4187564849853515625e-4f)));
+  r = _mm256_sub_ps(r, _mm256_mul_ps(y, _mm256_set1_ps(3.77489497744594108e-8f)));
+  const __m256 z = _mm256_mul_ps(r, r);
+  __m256 c = _mm256_add_ps(_mm256_mul_ps(_mm256_set1_ps(2.443315711809948e-5f), z),
+                           _mm256_set1_ps(-1.388731625493765e-3f));
+  c = _mm256_add_ps(_mm256_mul_ps(c, z), _mm256_set1_ps(4.166664568298827e-2f));
+  c = _mm256_mul_ps(_mm256_mul_ps(c, z), z);
+  c = _mm256_add_ps(_mm256_sub_ps(c, _mm256_mul_ps(_mm256_set1_ps(0.5f), z)), _mm256_set1_ps(1.0f));
+  __m256 s = _mm256_add_ps(_mm256_mul_ps(_mm256_set1_ps(-1.9515295891e-4f), z), _mm256_set1_ps(8.3321608736e-3f));
+  s = _mm256_add_ps(_mm256_mul_ps(s, z), _mm256_set1_ps(-1.6666654611e-1f));
+  s = _mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(s, z), r), r);
+  const __m256i swap = _mm256_sub_epi32(_mm256_setzero_si256(),
+                                        _mm256_and_si256(_mm256_srli_epi32(j, 1), _mm256_set1_epi32(1)));
+  const __m256i four = _mm256_set1_epi32(4);
+  const __m256i cos_sign = _mm256_slli_epi32(_mm256_and_si256(_mm256_add_epi32(j, _mm256_set1_epi32(2)), four), 29);
+  const __m256i sin_sign = _mm256_slli_epi32(_mm256_and_si256(j, four), 29);
+  const __m256i cb = float_to_bits(c), sb = float_to_bits(s);
+  *cos_x = bits_to_float(_mm256_xor_si256(_mm256_blendv_epi8(cb, sb, swap), cos_sign));
+  *sin_x = bits_to_float(_mm256_xor_si256(_mm256_blendv_epi8(sb, cb, swap), sin_sign));
+}
+
+// box_muller for eight pairs of words
+__attribute__((target("avx2"))) inline void box_muller8(__m256i wa, __m256i wb, __m256* first, __m256* second) {
+  // clamp_tiny: integer max of the bit patterns of non-negative floats (0x33d6bf95 is 1e-7f)
+  const __m256 u = bits_to_float(_mm256_max_epu32(float_to_bits(uniform8(wa)), _mm256_set1_epi32(0x33d6bf95)));
+  const __m256 r = _mm256_sqrt_ps(_mm256_mul_ps(_mm256_set1_ps(-2.0f), log8(u)));
+  __m256 s, c;
+  sincos8(_mm256_mul_ps(_mm256_set1_ps(6.283185307179586f), uniform8(wb)), &s, &c);
+  *first = _mm256_mul_ps(r, c);
+  *second = _mm256_mul_ps(r, s);
+}
+
+// Eight counters at a time: four vectors of normals (one per output slot 0..3), transposed so that
+// each counter's four normals land next to each other.
+__attribute__((target("avx2"))) void normal_fill_avx2(uint64_t key, int64_t count, float* out) {
+  // the key schedule is the same for every counter: one broadcast per round
+  __m256i k0[kRounds], k1[kRounds];
+  uint32_t key_lo = static_cast<uint32_t>(key), key_hi = static_cast<uint32_t>(key >> 32);
+  for (int round = 0; round < kRounds; ++round, key_lo += kKeyA, key_hi += kKeyB) {
+    k0[round] = _mm256_set1_epi32(static_cast<int>(key_lo));
+    k1[round] = _mm256_set1_epi32(static_cast<int>(key_hi));
+  }
+  const __m256i ra = _mm256_set1_epi32(static_cast<int>(kRoundA)), rb = _mm256_set1_epi32(static_cast<int>(kRoundB));
+  const __m256i ra_odd = _mm256_srli_epi64(ra, 32), rb_odd = _mm256_srli_epi64(rb, 32);
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  int64_t i = 0;
+  for (; i + 32 <= count; i += 32) {
+    __m256i c0 = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(i / 4))), lane);
+    __m256i c1 = _mm256_setzero_si256(), c2 = _mm256_setzero_si256(), c3 = _mm256_setzero_si256();
+    for (int round = 0; round < kRounds; ++round) {
+      __m256i hb, lb, ha, la;
+      mul_wide(c2, rb, rb_odd, &hb, &lb);
+      mul_wide(c0, ra, ra_odd, &ha, &la);
+      c0 = _mm256_xor_si256(_mm256_xor_si256(hb, c1), k0[round]);
+      c2 = _mm256_xor_si256(_mm256_xor_si256(ha, c3), k1[round]);
+      c1 = lb;
+      c3 = la;
+    }
+    __m256 z0, z1, z2, z3;  // z_s[lane] = normal 4 * (i / 4 + lane) + s
+    box_muller8(c0, c1, &z0, &z1);
+    box_muller8(c2, c3, &z2, &z3);
+    // 4 x 8 -> 8 x 4: interleave so out[i + 4 lane + s] = z_s[lane]
+    const __m256 a = _mm256_unpacklo_ps(z0, z1), b = _mm256_unpackhi_ps(z0, z1);  // (0,0 1,0 0,1 1,1 | lanes 4,5)...
+    const __m256 c = _mm256_unpacklo_ps(z2, z3), d = _mm256_unpackhi_ps(z2, z3);
+    const __m256 l0 = _mm256_shuffle_ps(a, c, 0x44), l1 = _mm256_shuffle_ps(a, c, 0xEE);  // lanes 0, 1 | 4, 5
+    const __m256 l2 = _mm256_shuffle_ps(b, d, 0x44), l3 = _mm256_shuffle_ps(b, d, 0xEE);  // lanes 2, 3 | 6, 7
+    _mm256_storeu_ps(out + i, _mm256_permute2f128_ps(l0, l1, 0x20));
+    _mm256_storeu_ps(out + i + 8, _mm256_permute2f128_ps(l2, l3, 0x20));
+    _mm256_storeu_ps(out + i + 16, _mm256_permute2f128_ps(l0, l1, 0x31));
+    _mm256_storeu_ps(out + i + 24, _mm256_permute2f128_ps(l2, l3, 0x31));
+  }
+  normal_fill_scalar(key, static_cast<uint32_t>(i / 4), count - i, out + i);
+}
+
+#endif  // SKELFAST_PHILOX_AVX2
+
+}  // namespace
+
+void normal_fill(uint64_t key, int64_t count, float* out) {
+#ifdef SKELFAST_PHILOX_AVX2
+  static const bool avx2 = __builtin_cpu_supports("avx2");
+  if (avx2) return normal_fill_avx2(key, count, out);
+#endif
+  normal_fill_scalar(key, 0, count, out);
+}
+
+}  // namespace philox
+}  // namespace skelfast
