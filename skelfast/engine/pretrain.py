@@ -22,7 +22,9 @@ folder used), the checkpoints, and ``metrics.csv`` (``skelfast.engine.metrics``)
 batch under DDP), ``drop_last``, ``seed``; the optimizer and schedule keys of
 ``skelfast.engine.optim``; ``checkpoint_every`` (epochs between snapshots), ``checkpoint_steps``;
 ``amp`` (``"none"`` | ``"bf16"``: ``torch.autocast`` of the forward); ``num_workers``;
-``find_unused_parameters`` (DDP); ``deterministic`` (deterministic CUDA kernels). A
+``find_unused_parameters`` (DDP); ``deterministic`` (deterministic CUDA kernels);
+``clip_grad_norm`` (clip the global gradient norm before each step; absent: no clipping, as every
+official recipe). A
 ``[train.<stage>]`` table overrides them for one stage.
 """
 
@@ -55,7 +57,7 @@ TRAIN_KEYS = frozenset(
     {
         "epochs", "batch_size", "drop_last", "optimizer", "lr", "momentum", "weight_decay", "nesterov",
         "betas", "eps", "schedule", "milestones", "gamma", "warmup_epochs", "seed", "checkpoint_every",
-        "checkpoint_steps", "amp", "num_workers", "find_unused_parameters", "deterministic",
+        "checkpoint_steps", "amp", "num_workers", "find_unused_parameters", "deterministic", "clip_grad_norm",
     }
 )  # fmt: skip
 # settings that may change when a run is resumed: they do not change what is computed
@@ -121,6 +123,10 @@ def stage_train_config(config: Mapping[str, Any], stage: str, stages: list[str])
     amp = str(out.get("amp", "none"))
     if amp not in AMP_MODES:
         raise ValueError(f"[train] amp must be one of {AMP_MODES}, got {amp!r}")
+    if "clip_grad_norm" in out and not float(out["clip_grad_norm"]) > 0:
+        raise ValueError(
+            f"[train] clip_grad_norm must be > 0 (or absent: no clipping), got {out['clip_grad_norm']}"
+        )
     return out
 
 
@@ -295,6 +301,7 @@ class _Run:
         else:
             autocast = contextlib.nullcontext
         every_steps = int(train.get("checkpoint_steps", 0))
+        clip_grad_norm = float(train["clip_grad_norm"]) if "clip_grad_norm" in train else None
         remaining = (epochs - self.pos.epoch) * batches - self.pos.batch_in_epoch
         if self.max_steps is not None:
             remaining = max(0, min(remaining, self.max_steps - self.pos.step))
@@ -317,7 +324,9 @@ class _Run:
                 for b, (x, lengths, _, indices) in enumerate(loader, start=start):
                     if self.max_steps is not None and self.pos.step >= self.max_steps:
                         break
-                    loss, terms = self._step(model, optimizer, autocast, x, lengths, indices, stage_index, b)
+                    loss, terms = self._step(
+                        model, optimizer, autocast, x, lengths, indices, stage_index, b, clip_grad_norm
+                    )
                     self.pos.step += 1
                     self.pos.batch_in_epoch = b + 1
                     now = time.perf_counter()
@@ -399,6 +408,7 @@ class _Run:
         indices: torch.Tensor,
         stage_index: int,
         batch: int,
+        clip_grad_norm: float | None = None,
     ) -> tuple[float, dict[str, float]]:
         where = (
             f"stage {self.stages[stage_index]!r}, epoch {self.pos.epoch}, step {self.pos.step + 1} "
@@ -440,6 +450,9 @@ class _Run:
             ) from error
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if clip_grad_norm is not None:  # after DDP's all-reduce: every rank clips the same gradient
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, clip_grad_norm)
         optimizer.step()
         if self.info.distributed and terms:
             values += distributed.all_reduce_mean(torch.stack(terms), self.info).tolist()

@@ -406,3 +406,28 @@ def test_resuming_a_finished_run_says_so_instead_of_drawing_an_empty_bar(tmp_pat
     assert ck.load_checkpoint(tmp_path / "run" / ck.LAST)["step"] == before  # nothing retrained
     assert any("already trained (1/1 epochs)" in line for line in lines)
     assert "0/0" not in capsys.readouterr().err
+
+
+def test_clip_grad_norm_bounds_the_first_sgd_step(tmp_path):
+    """Plain SGD (no momentum, no weight decay): one step moves the trainable parameters by exactly
+    lr * clip_grad_norm when the gradient is longer than the bound, and by more without it."""
+    data = write_split(tmp_path / "data", n=8)
+    quiet = {"progress": False, "log": lambda _: None}
+
+    def moved(run: str, **train: object) -> float:
+        built = {}
+
+        def build(*args: object, **kwargs: object) -> ToyMethod:
+            method = ToyMethod(*args, **kwargs)
+            built["init"] = {k: v.detach().clone() for k, v in method.named_parameters() if v.requires_grad}
+            return method
+
+        config = toy_config(epochs=1, momentum=0.0, weight_decay=0.0, lr=0.1, **train)
+        pretrain(config, data, tmp_path / run, method=build, max_steps=1, **quiet)
+        after = ck.load_checkpoint(tmp_path / run / ck.LAST)["method"]
+        return math.sqrt(sum(float((after[k] - v).pow(2).sum()) for k, v in built["init"].items()))
+
+    assert moved("clipped", clip_grad_norm=0.05) == pytest.approx(0.1 * 0.05, rel=1e-3)
+    assert moved("free") > 0.1 * 0.05 * 2  # the bound was active
+    with pytest.raises(ValueError, match="clip_grad_norm must be > 0"):
+        stage_train_config(toy_config(clip_grad_norm=0), "pretrain", ["pretrain"])
