@@ -68,9 +68,14 @@ class CRRLConfig(MethodConfig):
     update_key_mlp: bool = False
     teacher_dropout: bool = True
     velocity: str = "forward"
+    # the velocity's scale in the (unreleased, unconfirmed) normalized_data: 1.0 = raw frame
+    # differences, which on skeletons are an order of magnitude smaller than the coordinates
+    velocity_scale: float = 1.0
     frame_layout: str = "body_joint_xyz"
 
     def __post_init__(self) -> None:
+        if not self.velocity_scale > 0:
+            raise ValueError(f"CRRLConfig: velocity_scale must be > 0, got {self.velocity_scale}")
         if self.velocity not in VELOCITIES:
             raise ValueError(f"CRRLConfig: velocity must be one of {VELOCITIES}, got {self.velocity!r}")
         if self.frame_layout not in FRAME_LAYOUTS:
@@ -256,6 +261,8 @@ class CRRL(PretrainMethod):
         motion = augment(x, valid, params.replace(stream="motion"))
         if self.config.velocity == "backward":  # x_t - x_{t-1}: the forward difference one frame later
             motion = torch.cat([torch.zeros_like(motion[:, :, :1]), motion[:, :, :-1]], dim=2)
+        if self.config.velocity_scale != 1.0:
+            motion = motion * self.config.velocity_scale
         layout = self.config.frame_layout
         return frame_vectors(coords, layout), frame_vectors(motion, layout)
 

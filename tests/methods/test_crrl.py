@@ -76,7 +76,7 @@ def literal_contrast(method: CRRL, x: torch.Tensor, lengths: torch.Tensor):
     ``k * m + q * (1 - m)``, then logits [q.k, q.queue] / T and CrossEntropyLoss with label 0."""
     c = method.config
     seq = literal_frames(x, c.frame_layout)
-    vel = literal_velocity(seq, lengths, c.velocity)
+    vel = literal_velocity(seq, lengths, c.velocity) * c.velocity_scale
     key_gru, key_fc = copy.deepcopy(method.key.gru), copy.deepcopy(method.key.fc)
     with torch.no_grad():
         pairs = list(zip(key_gru.parameters(), method.query.gru.parameters(), strict=True))
@@ -136,7 +136,10 @@ def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize(
     "options",
-    [{}, {"velocity": "backward", "frame_layout": "joint_xyz_body", "update_key_mlp": True}],
+    [
+        {},
+        {"velocity": "backward", "frame_layout": "joint_xyz_body", "update_key_mlp": True, "velocity_scale": 4.0},
+    ],
     ids=["official", "options"],
 )
 def test_contrast_loss_equals_literal_composition_float64(options):
@@ -395,5 +398,7 @@ def test_bad_input_is_named():
         method(x, lengths[:2], generator())
     with pytest.raises(ValueError, match="velocity"):
         CRRLConfig(velocity="central")
+    with pytest.raises(ValueError, match="velocity_scale must be > 0"):
+        CRRLConfig(velocity_scale=0.0)
     with pytest.raises(ValueError, match="unknown option"):
         build_method("crrl", {"queue": 64})
