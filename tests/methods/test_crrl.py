@@ -138,7 +138,12 @@ def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     "options",
     [
         {},
-        {"velocity": "backward", "frame_layout": "joint_xyz_body", "update_key_mlp": True, "velocity_scale": 4.0},
+        {
+            "velocity": "backward",
+            "frame_layout": "joint_xyz_body",
+            "update_key_mlp": True,
+            "velocity_scale": 4.0,
+        },
     ],
     ids=["official", "options"],
 )
