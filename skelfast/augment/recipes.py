@@ -37,12 +37,15 @@ def shear_matrices(n: int, amplitude: float, g: torch.Generator) -> torch.Tensor
 
 
 def hiclr_rotations(
-    n: int, g: torch.Generator, max_main: float = 30.0, max_other: float = 1.0
+    n: int, g: torch.Generator, max_main: float = 30.0, max_other: float = 1.0, symmetric: bool = False
 ) -> torch.Tensor:
     """(n, 3, 3) float64 Rz @ Ry @ Rx: a main axis uniform in {x, y, z} with an angle U(0, max_main)
-    degrees, the two others U(0, max_other) degrees (non-negative only, as the official code)."""
+    degrees, the two others U(0, max_other) degrees (non-negative only, as the official code);
+    ``symmetric``: U(-max, max) instead, from the same draws."""
     main = torch.randint(0, 3, (n,), generator=g)
     frac = torch.rand((n, 3), generator=g, dtype=torch.float64)
+    if symmetric:
+        frac = 2 * frac - 1
     out = torch.empty(n, 3, 3, dtype=torch.float64)
     for i in range(n):
         r = torch.eye(3, dtype=torch.float64)
@@ -135,7 +138,9 @@ class HiCLR:
     """HiCLR's views. ``basic``: reflect-padded shift of +-T//6 frames, shear U(-0.5, 0.5).
     ``strong``: basic, then flip (p 0.5), rotation, noise N(0, 0.01^2) (p 0.5), unnormalised blur
     with 15 taps and sigma ~ U(0.1, 2) (p 0.5), axis mask (p 0.5). ``mask=True`` adds the batch-shared
-    joint mask: ``int(V * mask_ratio)`` joints per frame, filled with the op's ``fill`` token."""
+    joint mask: ``int(V * mask_ratio)`` joints per frame, filled with the op's ``fill`` token.
+    ``rotation_symmetric=True`` draws the rotation angles in U(-max, max) instead of the official
+    non-negative U(0, max)."""
 
     strong: bool = False
     mask: bool = False
@@ -146,6 +151,7 @@ class HiCLR:
     blur_normalized: bool = False
     mask_ratio: float = 0.1
     stream: str = "joint"
+    rotation_symmetric: bool = False
 
     def sample(self, valid: torch.Tensor, num_joints: int, generator: torch.Generator) -> AugmentParams:
         """Draw the parameters of a batch: valid (N,) frame counts (all equal: HiCLR's data is
@@ -164,7 +170,7 @@ class HiCLR:
         p = p.replace(start=start, length=torch.full((n,), t, dtype=torch.int64))
         if self.strong:
             flip = _coin(n, 0.5, g)
-            matrix = hiclr_rotations(n, g) @ matrix
+            matrix = hiclr_rotations(n, g, symmetric=self.rotation_symmetric) @ matrix
             noise = _coin(n, 0.5, g)
             sigma = _uniform((n,), *self.blur_sigma, g)
             blur = _coin(n, 0.5, g)

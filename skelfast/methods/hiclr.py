@@ -84,6 +84,9 @@ class HiCLRConfig(MethodConfig):
             normalised adjacency split by true hop distances to the centre (25 / 24 / 24). GCN only.
         flip_mirrors: False: the strong views' left/right flip only swaps joint indices (official);
             True also mirrors the x coordinate, so a flipped skeleton is a mirror image.
+        rotation_symmetric: False: the strong views' rotation angles are non-negative, U(0, 30)
+            degrees about the main axis and U(0, 1) about the others (official); True draws them in
+            U(-30, 30) and U(-1, 1).
         body_pooling: ``"mean"``: the pooled features of the M bodies are averaged, the all-zero second
             body of single-person clips included (official); ``"present"``: only the bodies present
             in the clip (non-zero anywhere before augmentation) are averaged.
@@ -120,6 +123,7 @@ class HiCLRConfig(MethodConfig):
     key_init: str = "independent"
     blur_normalized: bool = False
     flip_mirrors: bool = False
+    rotation_symmetric: bool = False
     graph_partition: str = "official"
     body_pooling: str = "mean"
     batch_query_branches: bool = False
@@ -272,14 +276,17 @@ class HiCLR(PretrainMethod):
                 p.requires_grad_(False)
         self.queue = MemoryQueue([config.queue_size], config.feature_dim)
         # data1..data4 of Feeder_triple: basic q, basic k, strong q1, strong (+ joint mask) q2
-        stream, blur = config.stream, config.blur_normalized
+        strong = {
+            "strong": True,
+            "blur_normalized": config.blur_normalized,
+            "rotation_symmetric": config.rotation_symmetric,
+            "stream": config.stream,
+        }
         self.recipes = {
-            "q": HiCLRRecipe(stream=stream),
-            "k": HiCLRRecipe(stream=stream),
-            "q1": HiCLRRecipe(strong=True, blur_normalized=blur, stream=stream),
-            "q2": HiCLRRecipe(
-                strong=True, mask=True, mask_ratio=config.mask_ratio, blur_normalized=blur, stream=stream
-            ),
+            "q": HiCLRRecipe(stream=config.stream),
+            "k": HiCLRRecipe(stream=config.stream),
+            "q1": HiCLRRecipe(**strong),
+            "q2": HiCLRRecipe(mask=True, mask_ratio=config.mask_ratio, **strong),
         }
 
     @property

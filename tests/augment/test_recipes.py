@@ -118,6 +118,29 @@ def test_hiclr_rotation_angles_are_non_negative_and_bounded():
     assert float(x_main.float().mean()) > 0.25 and bool((r[:, 1, 2] > -0.03).all())
 
 
+def test_hiclr_symmetric_rotation_mirrors_the_official_draws():
+    """rotation_symmetric maps each uniform u to 2u - 1 (same draws): the angles about the x axis
+    take both signs, each about half the time, within the same bounds; the default is unchanged."""
+    from skelfast.augment.recipes import hiclr_rotations
+
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    sym = hiclr_rotations(2000, g(), symmetric=True)
+    eye = torch.eye(3, dtype=torch.float64)
+    assert torch.allclose(sym @ sym.transpose(1, 2), eye.expand_as(sym), atol=1e-12)
+    angle = torch.rad2deg(torch.arccos(((torch.diagonal(sym, dim1=1, dim2=2).sum(1) - 1) / 2).clamp(-1, 1)))
+    assert float(angle.max()) < 30.0 + 2.0 and float(angle.max()) > 25.0
+    x_main = sym[:, 1, 2].abs() > 0.05  # x is the main axis (|sin| > 0.05: past the 1-degree others)
+    positive = float((sym[x_main, 1, 2] > 0).float().mean())
+    assert 0.4 < positive < 0.6  # 2000 draws, ~660 with x main: 4 standard errors is 0.08
+    assert torch.equal(hiclr_rotations(50, g(), symmetric=False), hiclr_rotations(50, g()))
+    valid = torch.full((64,), 50)
+    official, corrected = (
+        HiCLR(strong=True, rotation_symmetric=s).sample(valid, 25, g()) for s in (False, True)
+    )
+    assert torch.equal(official.blur_sigma, corrected.blur_sigma)  # the same draws ...
+    assert not torch.allclose(official.matrix, corrected.matrix)  # ... other rotations
+
+
 def test_hiclr_rejects_ragged_lengths_and_crrl_is_identity():
     with pytest.raises(ValueError, match="all valid lengths must be equal"):
         HiCLR().sample(torch.tensor([50, 40]), 25, torch.Generator())

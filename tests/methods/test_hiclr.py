@@ -378,3 +378,14 @@ def test_short_run_lowers_the_loss() -> None:
     # near-collapsed start (about 2 log 9 = 4.39); a few steps separate the samples. (Much longer runs of
     # this 8-key, m = 0.9 toy drift back towards 2 log 9; the official 32768 keys and m = 0.999 do not.)
     assert sum(losses[5:9]) / 4 < 0.85 * sum(losses[:2]) / 2, losses
+
+
+def test_rotation_symmetric_reaches_the_strong_views_only():
+    method = tiny(rotation_symmetric=True)
+    assert [method.recipes[v].rotation_symmetric for v in ("q", "k", "q1", "q2")] == [
+        False,
+        False,
+        True,
+        True,
+    ]
+    assert not any(r.rotation_symmetric for r in tiny().recipes.values())
