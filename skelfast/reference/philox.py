@@ -30,16 +30,20 @@ def philox4x32(
 
     key: int64 (its two 32-bit halves are the Philox key), counter: int64 in [0, 2^32); broadcast
     together. With c1 = c2 = c3 = 0 this is Triton's ``tl.randint4x(key, counter)``."""
-    key, counter = torch.broadcast_tensors(key.to(torch.int64), counter.to(torch.int64))
-    c0 = counter & _MASK32
-    c1, c2, c3 = (torch.full_like(c0, c & _MASK32) for c in (c1, c2, c3))
+    key, counter = key.to(torch.int64), counter.to(torch.int64)
+    shape = torch.broadcast_shapes(key.shape, counter.shape)
+    c0 = (counter & _MASK32).expand(shape).clone()
+    c1, c2, c3 = (torch.full(shape, c & _MASK32, dtype=torch.int64, device=c0.device) for c in (c1, c2, c3))
+    # the key schedule keeps the key's own (broadcastable) shape: it is the same for every counter
     k0 = key & _MASK32
     k1 = (key >> 32) & _MASK32
     for _ in range(ROUNDS):
         pb = c2 * _ROUND_B
         pa = c0 * _ROUND_A
-        c0, c2 = ((pb >> 32) & _MASK32) ^ c1 ^ k0, ((pa >> 32) & _MASK32) ^ c3 ^ k1
-        c1, c3 = pb & _MASK32, pa & _MASK32
+        # in place where a temporary is ours: 4 new tensors a round instead of 14
+        c0 = (pb >> 32).bitwise_and_(_MASK32).bitwise_xor_(c1).bitwise_xor_(k0)
+        c2 = (pa >> 32).bitwise_and_(_MASK32).bitwise_xor_(c3).bitwise_xor_(k1)
+        c1, c3 = pb.bitwise_and_(_MASK32), pa.bitwise_and_(_MASK32)
         k0 = (k0 + _KEY_A) & _MASK32
         k1 = (k1 + _KEY_B) & _MASK32
     return c0, c1, c2, c3
@@ -47,8 +51,8 @@ def philox4x32(
 
 def uniform_from_word(word: torch.Tensor) -> torch.Tensor:
     """Triton's ``uint_to_uniform_float`` for 32-bit words (int64 in [0, 2^32)) -> float32 [0, 1)."""
-    signed = torch.where(word >= 2**31, word - 2**32, word)
-    folded = torch.where(signed < 0, -signed - 1, signed).to(torch.int32)
+    signed = word.to(torch.int32)  # the low 32 bits, two's complement (modular conversion)
+    folded = signed ^ (signed >> 31)  # -x - 1 where negative
     return folded.to(torch.float32) * torch.tensor(4.6566127342e-10, dtype=torch.float32)
 
 
