@@ -15,6 +15,7 @@ from skelfast.nn._official import OfficialEncoder, init_normal_002, residual_kin
 from skelfast.nn.dropout import Dropout
 from skelfast.nn.graph import stgcn_graph
 from skelfast.nn.graph_conv import GraphConv
+from skelfast.nn.pointwise import pointwise_conv
 
 TEMPORAL_KERNEL = 9
 
@@ -47,6 +48,7 @@ class STGCNBlock(nn.Module):
             Dropout(dropout),  # nn.Dropout's distribution, ~5x cheaper mask (skelfast.nn.dropout)
         )
         self.residual_kind = residual_kind(residual, in_channels, out_channels, stride)
+        self.stride = stride
         if self.residual_kind == "conv":
             self.residual = nn.Sequential(
                 nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=(stride, 1)),
@@ -57,8 +59,9 @@ class STGCNBlock(nn.Module):
         y = self.tcn(self.gcn(x, A)[0])
         if self.residual_kind == "identity":
             y = y + x
-        elif self.residual_kind == "conv":
-            y = y + self.residual(x)
+        elif self.residual_kind == "conv":  # the strided 1x1 conv as a batched GEMM (pointwise_conv)
+            conv, bn = self.residual
+            y = y + bn(pointwise_conv(x, conv.weight, conv.bias, self.stride))
         return torch.relu(y)
 
 

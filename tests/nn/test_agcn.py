@@ -64,13 +64,21 @@ def randomise(model: torch.nn.Module) -> torch.nn.Module:
 
 @pytest.mark.parametrize("train", [False, True])
 def test_equals_official_per_subset_form_float64(train):
-    """The fused order (one conv for all conv_d, adjacency applied after) equals the official
-    matmul-then-conv per subset, in eval and in train mode (batch statistics)."""
+    """The batched form (subsets stacked, 1x1 convs as GEMMs) equals the official per-subset
+    matmul-then-conv, values and every parameter's gradient, in eval and in train mode (batch
+    statistics). float64, so any difference beyond rounding is a wrong formula."""
     model = randomise(AGCN()).double().train(train)
     official = OfficialAGCN().double().train(train)
     official.load_state_dict(model.state_dict())  # strict: the layouts are identical
     x = torch.randn(3, 3, 7, 25, 2, dtype=torch.float64)
-    assert_close(model(x), official(x), 1e-10, 1e-9, "AGCN vs official form")
+    y, y_official = model(x), official(x)
+    assert_close(y, y_official, 1e-10, 1e-9, "AGCN vs official form")
+    weights = torch.randn_like(y)
+    (y * weights).sum().backward()
+    (y_official * weights).sum().backward()
+    official_params = dict(official.named_parameters())
+    for name, param in model.named_parameters():
+        assert_close(param.grad, official_params[name].grad, 1e-9, 1e-8, f"AGCN grad {name}")
 
 
 def test_official_checkpoint_prefix():
