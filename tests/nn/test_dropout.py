@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from skelfast.nn.dropout import Dropout, dropout
+from skelfast.nn.dropout import Dropout, dropout, keep_mask
 
 
 def test_eval_mode_and_p_zero_are_the_identity():
@@ -15,7 +15,7 @@ def test_eval_mode_and_p_zero_are_the_identity():
     assert dropout(x, 0.0) is x
 
 
-@pytest.mark.parametrize("p", [0.1, 0.5, 0.8])
+@pytest.mark.parametrize("p", [0.1, 0.25, 0.5, 0.8])
 def test_kept_elements_are_scaled_and_the_keep_rate_is_one_minus_p(p):
     torch.manual_seed(0)
     x = torch.rand(200_000) + 0.5  # no zeros, so a zero in the output is a dropped element
@@ -25,6 +25,23 @@ def test_kept_elements_are_scaled_and_the_keep_rate_is_one_minus_p(p):
     # binomial(n, 1 - p): 5 standard deviations either way
     n = x.numel()
     assert abs(kept.sum().item() - n * (1 - p)) < 5 * math.sqrt(n * p * (1 - p))
+
+
+@pytest.mark.parametrize("p", [0.25, 0.5])
+def test_every_byte_of_a_64_bit_draw_keeps_at_rate_one_minus_p(p):
+    """The byte path reads eight mask bytes from each 64-bit draw: each byte lane (element index
+    mod 8, the top byte included) must be uniform on its own, or some elements would drop at
+    another rate. 2^20 elements a lane, 5 binomial standard deviations."""
+    torch.manual_seed(0)
+    lanes = keep_mask(torch.Size([2**20, 8]), p, torch.device("cpu"))
+    n = lanes.shape[0]
+    for lane in range(8):
+        kept = lanes[:, lane].sum().item()
+        assert abs(kept - n * (1 - p)) < 5 * math.sqrt(n * p * (1 - p)), (lane, kept / n)
+    # and neighbouring bytes are independent: P(both kept) = (1 - p)^2
+    both = (lanes[:, 0] & lanes[:, 7]).sum().item()
+    q = (1 - p) ** 2
+    assert abs(both - n * q) < 5 * math.sqrt(n * q * (1 - q))
 
 
 def test_p_one_drops_everything_like_nn_dropout():
