@@ -6,8 +6,8 @@ Module and parameter names follow the official code (``l1`` ... ``l10``, ``gcn1`
 The adaptive graph convolution keeps the official order, ``sum_k conv_d[k](x @ (A_k + PA_k + C_k))``
 (aggregating over joints first is the cheaper order while C_in <= C_out, as in every unit), with the
 three subsets batched: the three ``conv_a`` and ``conv_b`` run as one 1x1 convolution, the three
-aggregations as one broadcast matmul and the three ``conv_d`` as one 1x1 convolution over the
-stacked (K*C_in) channels. Every 1x1 convolution runs as a batched GEMM (``pointwise_conv``), which
+aggregations are stacked and the three ``conv_d`` run as one 1x1 convolution over the stacked
+(K*C_in) channels. Every 1x1 convolution runs as a batched GEMM (``pointwise_conv``), which
 is several times faster than oneDNN's NCHW convolution at these shapes. The graph part is per
 sample (C_k depends on x), so it does not go through ``skelfast.ops.graph_conv``, whose adjacency
 is shared by the batch.
