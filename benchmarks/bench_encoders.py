@@ -12,12 +12,10 @@ measured time: 1.0 would mean every FLOP ran at sgemm speed.
 
 from __future__ import annotations
 
-import os
-
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks.common import bench_device, compiled, sgemm_gflops, time_fn, write_results
+from benchmarks.common import bench_device, compiled, env_batch, sgemm_gflops, time_fn, write_results
 from skelfast import use_backend
 from skelfast.nn.agcn import AGCN
 from skelfast.nn.stgcn import stgcn_hiclr, stgcn_standard
@@ -87,7 +85,7 @@ def run_case(
 
 
 def main() -> list[dict[str, object]]:
-    batch = int(os.environ.get("SKELFAST_BENCH_ENCODER_BATCH", "0")) or None
+    batch = env_batch("SKELFAST_BENCH_ENCODER_BATCH")
     rows = []
     for name in CASES:
         row = run_case(name, batch)

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-from benchmarks.common import peak_extra_memory, time_fn, write_results
+from benchmarks.common import env_batch, peak_extra_memory, time_fn, write_results
 from skelfast import use_backend
 from skelfast.configs import load_config
 from skelfast.data import normalize, synthetic
@@ -200,7 +200,7 @@ def run_case(name: str, batch: int | None = None, repeats: int = 3) -> dict[str,
 
 def main() -> list[dict[str, object]]:
     names = os.environ.get("SKELFAST_BENCH_METHODS", ",".join(TARGETS)).split(",")
-    batch = int(os.environ.get("SKELFAST_BENCH_METHOD_BATCH", "0")) or None
+    batch = env_batch("SKELFAST_BENCH_METHOD_BATCH")
     rows = []
     for name in names:
         row = run_case(name.strip(), batch)

@@ -30,6 +30,17 @@ def bench_device() -> torch.device:
     return device
 
 
+def env_batch(name: str) -> int | None:
+    """A batch-size override from the environment: unset or empty -> None (the official batch),
+    else a positive integer; anything else raises naming the variable."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) == 0:
+        raise ValueError(f"{name}={value!r}: expected a positive integer batch size, or leave it unset")
+    return int(value)
+
+
 def on_cuda() -> bool:
     return bench_device().type == "cuda"
 
