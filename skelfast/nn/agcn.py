@@ -45,13 +45,12 @@ class UnitTCN(nn.Module):
             in_channels, out_channels, (kernel_size, 1), padding=(pad, 0), stride=(stride, 1)
         )
         self.bn = nn.BatchNorm2d(out_channels)
-        self.stride = stride
         _conv_init(self.conv)
         _bn_init(self.bn, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.conv.kernel_size[0] == 1:  # the residual's strided 1x1 convolution
-            return self.bn(pointwise_conv(x, self.conv.weight, self.conv.bias, self.stride))
+            return self.bn(pointwise_conv(x, self.conv.weight, self.conv.bias, self.conv.stride[0]))
         return self.bn(self.conv(x))
 
 

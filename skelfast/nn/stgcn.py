@@ -48,7 +48,6 @@ class STGCNBlock(nn.Module):
             Dropout(dropout),  # nn.Dropout's distribution, ~5x cheaper mask (skelfast.nn.dropout)
         )
         self.residual_kind = residual_kind(residual, in_channels, out_channels, stride)
-        self.stride = stride
         if self.residual_kind == "conv":
             self.residual = nn.Sequential(
                 nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=(stride, 1)),
@@ -61,7 +60,7 @@ class STGCNBlock(nn.Module):
             y = y + x
         elif self.residual_kind == "conv":  # the strided 1x1 conv as a batched GEMM (pointwise_conv)
             conv, bn = self.residual
-            y = y + bn(pointwise_conv(x, conv.weight, conv.bias, self.stride))
+            y = y + bn(pointwise_conv(x, conv.weight, conv.bias, conv.stride[0]))
         return torch.relu(y)
 
 
