@@ -14,6 +14,16 @@ TORCH_LIBRARY(skelfast, m) {
   m.def(
       "graph_conv_backward(Tensor grad, Tensor x, Tensor weight, Tensor? bias, Tensor A, "
       "bool[4] output_mask) -> (Tensor, Tensor, Tensor, Tensor)");
+  // y = relu?(BatchNorm(x) * keep * keep_scale + residual), x (N, C, *); batch statistics unless
+  // mean and var are given. Returns (y, mean, biased var).
+  m.def(
+      "batch_norm_act(Tensor x, Tensor? weight, Tensor? bias, Tensor? mean, Tensor? var, Tensor? residual, "
+      "Tensor? keep, float keep_scale, bool relu, float eps) -> (Tensor, Tensor, Tensor)");
+  // Gradients (x, weight, bias, residual); output_mask: (x, weight and bias, residual).
+  m.def(
+      "batch_norm_act_backward(Tensor grad, Tensor x, Tensor y, Tensor? weight, Tensor mean, Tensor var, "
+      "Tensor? keep, float keep_scale, bool relu, float eps, bool batch_stats, bool[3] output_mask) "
+      "-> (Tensor, Tensor, Tensor, Tensor)");
 }
 
 #define SKELFAST_STR2(x) #x

@@ -2,8 +2,17 @@
 fallback where no faster backend is available."""
 
 from skelfast.reference.augment import augment
+from skelfast.reference.batch_norm_act import batch_norm_act
 from skelfast.reference.encoders import OfficialAGCN, OfficialSTGCN
 from skelfast.reference.graph_conv import graph_conv
 from skelfast.reference.info_nce import hiclr_loss, info_nce
 
-__all__ = ["OfficialAGCN", "OfficialSTGCN", "augment", "graph_conv", "hiclr_loss", "info_nce"]
+__all__ = [
+    "OfficialAGCN",
+    "OfficialSTGCN",
+    "augment",
+    "batch_norm_act",
+    "graph_conv",
+    "hiclr_loss",
+    "info_nce",
+]
