@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from skelfast.nn._official import OfficialEncoder, residual_kind
+from skelfast.nn.batch_norm import bn_act
 from skelfast.nn.graph import agcn_graph
 from skelfast.nn.pointwise import pointwise_conv
 
@@ -48,10 +49,16 @@ class UnitTCN(nn.Module):
         _conv_init(self.conv)
         _bn_init(self.bn, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, residual: torch.Tensor | None = None, relu: bool = False
+    ) -> torch.Tensor:
+        """``relu?(BN(conv(x)) + residual)``: the unit's own output with the defaults; the enclosing
+        unit passes its residual and ReLU so they fuse into the BatchNorm (``bn_act``)."""
         if self.conv.kernel_size[0] == 1:  # the residual's strided 1x1 convolution
-            return self.bn(pointwise_conv(x, self.conv.weight, self.conv.bias, self.conv.stride[0]))
-        return self.bn(self.conv(x))
+            y = pointwise_conv(x, self.conv.weight, self.conv.bias, self.conv.stride[0])
+        else:
+            y = self.conv(x)
+        return bn_act(self.bn, y, residual, relu=relu)
 
 
 class UnitGCN(nn.Module):
@@ -107,12 +114,12 @@ class UnitGCN(nn.Module):
         aggregated = aggregated.view(n, k * c, t, v)
         d_weight = torch.cat([m.weight for m in self.conv_d], dim=1)  # (C_out, K*C_in, 1, 1)
         d_bias = torch.stack([m.bias for m in self.conv_d]).sum(0)
-        y = self.bn(pointwise_conv(aggregated, d_weight, d_bias))
         if self.has_down:
-            y = y + self.down[1](pointwise_conv(x, self.down[0].weight, self.down[0].bias))
+            residual = bn_act(self.down[1], pointwise_conv(x, self.down[0].weight, self.down[0].bias))
         else:
-            y = y + x
-        return torch.relu(y)
+            residual = x
+        # ReLU(BN(.) + residual) as one fused op
+        return bn_act(self.bn, pointwise_conv(aggregated, d_weight, d_bias), residual, relu=True)
 
 
 class TCNGCNUnit(nn.Module):
@@ -129,12 +136,12 @@ class TCNGCNUnit(nn.Module):
             self.residual = UnitTCN(in_channels, out_channels, kernel_size=1, stride=stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.tcn1(self.gcn1(x))
+        residual = None
         if self.residual_kind == "identity":
-            y = y + x
+            residual = x
         elif self.residual_kind == "conv":
-            y = y + self.residual(x)
-        return torch.relu(y)
+            residual = self.residual(x)
+        return self.tcn1(self.gcn1(x), residual, relu=True)  # ReLU(tcn1(.) + residual), fused
 
 
 AGCN_UNITS = ((64, 1), (64, 1), (64, 1), (64, 1), (128, 2), (128, 1), (128, 1), (256, 2), (256, 1), (256, 1))

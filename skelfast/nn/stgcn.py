@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from skelfast.nn._official import OfficialEncoder, init_normal_002, residual_kind
+from skelfast.nn.batch_norm import bn_act, dropout_keep
 from skelfast.nn.dropout import Dropout
 from skelfast.nn.graph import stgcn_graph
 from skelfast.nn.graph_conv import GraphConv
@@ -55,13 +56,18 @@ class STGCNBlock(nn.Module):
             )
 
     def forward(self, x: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
-        y = self.tcn(self.gcn(x, A)[0])
+        # The official chain, with each BatchNorm and the elementwise ops after it fused (bn_act):
+        # BN -> ReLU, conv, then BN -> Dropout -> + residual -> ReLU.
+        bn_in, _, conv, bn_out, drop = self.tcn
+        y = conv(bn_act(bn_in, self.gcn(x, A)[0], relu=True))
+        residual = None
         if self.residual_kind == "identity":
-            y = y + x
+            residual = x
         elif self.residual_kind == "conv":  # the strided 1x1 conv as a batched GEMM (pointwise_conv)
-            conv, bn = self.residual
-            y = y + bn(pointwise_conv(x, conv.weight, conv.bias, conv.stride[0]))
-        return torch.relu(y)
+            res_conv, res_bn = self.residual
+            residual = bn_act(res_bn, pointwise_conv(x, res_conv.weight, res_conv.bias, res_conv.stride[0]))
+        keep, scale = dropout_keep(drop.p, drop.training, y)
+        return bn_act(bn_out, y, residual, keep, scale, relu=True)
 
 
 def stgcn_widths(hidden_channels: int, hidden_dim: int) -> list[tuple[int, int, int]]:

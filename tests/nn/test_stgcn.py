@@ -82,6 +82,50 @@ def test_equals_official_form_float64_and_loads_its_state_dict():
         assert_close(model(x), official(x), 1e-12, 1e-10, "quarter-width ST-GCN vs official form")
 
 
+def test_train_mode_equals_official_form_float64():
+    """Train mode (batch statistics, the fused BN tails): output, every parameter's gradient and
+    the BatchNorm running statistics equal the official module's. Dropout 0 in both, so the two
+    draw no masks; the masked path is compared across backends below."""
+    model = scaled_model(stgcn_hiclr(init="pytorch", dropout=0.0)).double().train()
+    official = OfficialSTGCN(hidden_channels=16, dropout=0.0).double().train()
+    official.load_state_dict(model.state_dict())
+    x = torch.randn(3, 3, 13, 25, 2, dtype=torch.float64)
+    with use_backend("graph_conv=reference"):
+        out, out_official = model(x), official(x)
+    assert_close(out, out_official, 1e-10, 1e-10, "train-mode forward")
+    out.square().sum().backward()
+    out_official.square().sum().backward()
+    params_official = dict(official.named_parameters())
+    for name, p in model.named_parameters():
+        assert_close(p.grad, params_official[name].grad, 1e-9, 1e-8, f"grad {name}")
+    buffers_official = dict(official.named_buffers())
+    for name, b in model.named_buffers():
+        if b.is_floating_point():
+            assert_close(b, buffers_official[name], 1e-12, 1e-10, f"buffer {name}")
+        else:
+            assert torch.equal(b, buffers_official[name]), name
+
+
+@requires_cpp
+def test_fused_and_reference_batch_norm_tails_agree_with_dropout():
+    """With dropout 0.5 the masks come from the same generator in both backends of batch_norm_act:
+    the same seed gives the same masks, so the fused op and the step-by-step chain must agree."""
+    model = scaled_model(stgcn_hiclr(init="pytorch")).double().train()
+    x = torch.randn(3, 3, 13, 25, 2, dtype=torch.float64)
+    outs, grads = [], []
+    for backend in ("reference", "cpp"):
+        model.zero_grad()
+        torch.manual_seed(7)
+        with use_backend(f"batch_norm_act={backend}"):
+            out = model(x)
+        out.square().sum().backward()
+        outs.append(out.detach())
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    assert_close(outs[1], outs[0], 1e-10, 1e-10, "forward, fused vs step-by-step")
+    for name in grads[0]:
+        assert_close(grads[1][name], grads[0][name], 1e-9, 1e-8, f"grad {name}")
+
+
 def test_official_key_map_for_original_stgcn_layout():
     model = stgcn_hiclr()
     # the original ST-GCN stores edge importance as a ParameterList: edge_importance.0 ... .9
