@@ -19,6 +19,12 @@ from dataclasses import dataclass
 
 import torch
 
+from skelfast.engine.allocator import tune_cpu_allocator
+
+# Both sides of every comparison run under the same allocator settings, fixed here rather than by
+# glibc's adaptive mmap threshold, whose history moved step times by 1.5x between runs.
+ALLOCATOR = tune_cpu_allocator()
+
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
@@ -176,7 +182,7 @@ def write_results(name: str, rows: Sequence[dict[str, object]], note: str = "") 
     ``results/results.csv``; returns the markdown."""
     os.makedirs(RESULTS_DIR, exist_ok=True)
     info = machine()
-    header = f"Measured {info['date']} UTC on {info['device']}, torch {info['torch']}."
+    header = f"Measured {info['date']} UTC on {info['device']}, torch {info['torch']}; allocator: {ALLOCATOR}."
     text = "\n\n".join(filter(None, [header, note, markdown_table(rows)])) + "\n"
     with open(os.path.join(RESULTS_DIR, f"{name}.md"), "w") as f:
         f.write(text)

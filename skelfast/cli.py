@@ -53,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
         for command in set(sub.choices) - before:
             owners[command] = module
     args = parser.parse_args(argv)
+    if args.command != "info":
+        from skelfast.engine.allocator import tune_cpu_allocator
+
+        tune_cpu_allocator()  # freed activations stay mapped for the next step (see its docstring)
 
     if args.command == "info":
         from skelfast import info
