@@ -182,7 +182,9 @@ def write_results(name: str, rows: Sequence[dict[str, object]], note: str = "") 
     ``results/results.csv``; returns the markdown."""
     os.makedirs(RESULTS_DIR, exist_ok=True)
     info = machine()
-    header = f"Measured {info['date']} UTC on {info['device']}, torch {info['torch']}; allocator: {ALLOCATOR}."
+    header = (
+        f"Measured {info['date']} UTC on {info['device']}, torch {info['torch']}; allocator: {ALLOCATOR}."
+    )
     text = "\n\n".join(filter(None, [header, note, markdown_table(rows)])) + "\n"
     with open(os.path.join(RESULTS_DIR, f"{name}.md"), "w") as f:
         f.write(text)
