@@ -17,12 +17,12 @@ def check_floating(name: str, t: torch.Tensor) -> None:
         raise TypeError(f"{name} must be a floating-point tensor, got {t.dtype}")
 
 
-def check_same(op: str, tensors: Sequence[tuple[str, torch.Tensor | None]]) -> None:
-    """All given tensors share one device and one dtype."""
+def check_same(op: str, tensors: Sequence[tuple[str, torch.Tensor | None]], dtype: bool = True) -> None:
+    """All given tensors share one device and (unless ``dtype`` is False) one dtype."""
     present = [(n, t) for n, t in tensors if t is not None]
     name0, t0 = present[0]
     for name, t in present[1:]:
         if t.device != t0.device:
             raise ValueError(f"{op}: {name} is on {t.device} but {name0} is on {t0.device}")
-        if t.dtype != t0.dtype:
+        if dtype and t.dtype != t0.dtype:
             raise TypeError(f"{op}: {name} has dtype {t.dtype} but {name0} has dtype {t0.dtype}")

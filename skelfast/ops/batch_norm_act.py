@@ -36,7 +36,10 @@ def _check_inputs(
     if x.dim() < 2:
         raise ValueError(f"batch_norm_act: x must be (N, C, *), got shape {tuple(x.shape)}")
     check_floating("batch_norm_act: x", x)
-    check_same(OP, [("x", x), ("weight", weight), ("bias", bias), ("residual", residual)])
+    check_same(OP, [("x", x), ("weight", weight), ("bias", bias)], dtype=not _mixed_params(x, weight, bias))
+    if residual is not None:
+        check_same(OP, [("x", x), ("residual", residual)], dtype=False)
+        check_floating("batch_norm_act: residual", residual)
     channels = x.shape[1]
     for name, t in (("weight", weight), ("bias", bias)):
         if t is not None and tuple(t.shape) != (channels,):
@@ -55,17 +58,30 @@ def _check_inputs(
             )
 
 
+def _mixed_params(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None) -> bool:
+    """F.batch_norm's mixed-precision rule (what nn.BatchNorm2d runs under autocast): a bf16 or
+    half x may come with float32 parameters and statistics; the output keeps x's dtype."""
+    params = [t for t in (weight, bias) if t is not None]
+    return (
+        x.dtype in (torch.bfloat16, torch.float16)
+        and bool(params)
+        and all(t.dtype == torch.float32 for t in params)
+    )
+
+
 def _cpp_has_op() -> bool:
     return backends.cpp_extension_error() is None and hasattr(torch.ops.skelfast, "batch_norm_act")
 
 
 @backends.constant_under_compile  # decided once at trace time under torch.compile
-def _backend(device: torch.device, dtype: torch.dtype, empty: bool) -> str:
+def _backend(device: torch.device, dtype: torch.dtype, empty: bool, mixed: bool) -> str:
     def cpp_check() -> str | None:
         if device.type != "cpu":
             return f"the batch_norm_act cpp kernel is CPU-only (got a {device.type} tensor)"
         if empty:
             return "x has no elements"
+        if mixed:
+            return "x, its parameters and the residual do not share one dtype (autocast)"
         return backends.cpp_reason(device, dtype, CPP_DTYPES)
 
     return backends.choose(OP, {"cpp": cpp_check, "reference": lambda: None}, order=("cpp", "reference"))
@@ -91,11 +107,13 @@ def batch_norm_act(
 
     Args:
         x: (N, C, *) features.
-        weight, bias: (C,) affine parameters, or None.
+        weight, bias: (C,) affine parameters, or None; x's dtype, or float32 for a bf16 or half
+            x (F.batch_norm's mixed precision, as under autocast).
         running_mean, running_var: (C,) buffers or None; used in eval, updated in training, as
             ``F.batch_norm`` does.
         training: batch statistics (True) or the running ones (False).
-        residual: like x, added after the normalisation (and the dropout), or None.
+        residual: x's shape, added after the normalisation (and the dropout), or None; a residual
+            of another dtype promotes the output as ``y + residual`` would.
         keep: bool mask like x (dropout's kept elements), scaled by ``keep_scale``, or None.
         relu: apply ReLU last.
 
@@ -103,7 +121,8 @@ def batch_norm_act(
         (N, C, *). Differentiable in x, weight, bias and residual.
     """
     _check_inputs(x, weight, bias, residual, keep)
-    if _backend(x.device, x.dtype, x.numel() == 0) == "reference":
+    mixed = any(t is not None and t.dtype != x.dtype for t in (weight, bias, residual))
+    if _backend(x.device, x.dtype, x.numel() == 0, mixed) == "reference":
         return reference.batch_norm_act(
             x,
             weight,

@@ -155,6 +155,13 @@ def test_compile_fullgraph():
         ({"keep": torch.ones(2, 3, 4)}, TypeError, "keep must be a bool mask"),
         ({"keep": torch.ones(2, 3, 5, dtype=torch.bool)}, ValueError, "keep must have x's shape"),
         ({"x": torch.randn(1, 3, 1)}, ValueError, "more than 1 value per channel"),
+        ({"weight": torch.ones(3, dtype=torch.float64)}, TypeError, "weight has dtype torch.float64"),
+        (
+            {"x": torch.randn(2, 3, 4, dtype=torch.bfloat16), "weight": torch.ones(3, dtype=torch.float64)},
+            TypeError,
+            "weight has dtype",
+        ),
+        ({"residual": torch.ones(2, 3, 4, dtype=torch.long)}, TypeError, "residual must be a floating-point"),
     ],
 )
 def test_bad_input(kwargs, error, match):
@@ -164,3 +171,22 @@ def test_bad_input(kwargs, error, match):
         batch_norm_act(
             args["x"], args["weight"], None, None, None, True, 0.1, 1e-5, args["residual"], args["keep"]
         )
+
+
+@pytest.mark.parametrize("x_dtype", [torch.bfloat16, torch.float16])
+def test_mixed_precision_follows_batch_norm(x_dtype):
+    """Under autocast a bf16 / half activation meets nn.BatchNorm2d's float32 parameters and
+    buffers: F.batch_norm accepts that and returns x's dtype, so the op must too (it runs the
+    reference chain, bit-equal); a float32 residual promotes the sum, as ``y + residual`` does."""
+    x, weight, bias, res, mask = make((4, 3, 6, 5), torch.float32, residual=True, keep=True)
+    x_low = x.detach().to(x_dtype).requires_grad_()
+    res_low = res.detach().to(x_dtype)
+    for residual, out_dtype in ((res_low, x_dtype), (res.detach(), torch.float32)):
+        outputs = []
+        for fn in (batch_norm_act, reference.batch_norm_act):
+            stats = torch.linspace(-1, 1, 3), torch.linspace(0.5, 2, 3)  # float32, as the module's
+            y = fn(x_low, weight, bias, *stats, True, 0.1, 1e-5, residual, mask, 1 / 0.7, True)
+            outputs.append((y, *stats))
+        (y, rm, rv), (y_ref, rm_ref, rv_ref) = outputs
+        assert y.dtype == out_dtype
+        assert torch.equal(y, y_ref) and torch.equal(rm, rm_ref) and torch.equal(rv, rv_ref)
