@@ -272,3 +272,7 @@ def test_isc_step(benchmark):  # noqa: ANN001
 
 def test_crrl_step(benchmark):  # noqa: ANN001
     _tiny_step(benchmark, "crrl")
+
+
+if __name__ == "__main__":
+    main()
