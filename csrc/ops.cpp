@@ -24,6 +24,17 @@ TORCH_LIBRARY(skelfast, m) {
       "batch_norm_act_backward(Tensor grad, Tensor x, Tensor y, Tensor? weight, Tensor mean, Tensor var, "
       "Tensor? keep, float keep_scale, bool relu, float eps, bool batch_stats, bool[3] output_mask) "
       "-> (Tensor, Tensor, Tensor, Tensor)");
+  // One direction of one GRU layer over zero-padded sequences of the given lengths (packed-sequence
+  // semantics, PyTorch's gate order r, z, n). Returns (output (B, T, H), h_n (B, H), the gates saved
+  // for the backward (B, T, 4H), or an empty tensor when save_gates is false).
+  m.def(
+      "gru_layer(Tensor x, Tensor lengths, Tensor h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, "
+      "bool reverse, bool save_gates) -> (Tensor, Tensor, Tensor)");
+  // Gradients (x, h0, w_ih, w_hh, b_ih, b_hh); output_mask: (x, h0, the weights, the biases).
+  m.def(
+      "gru_layer_backward(Tensor grad_output, Tensor grad_h_n, Tensor x, Tensor lengths, Tensor h0, Tensor w_ih, "
+      "Tensor w_hh, Tensor output, Tensor saved, bool reverse, bool has_bias, bool[4] output_mask) "
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
 }
 
 #define SKELFAST_STR2(x) #x

@@ -5,6 +5,7 @@ from skelfast.reference.augment import augment
 from skelfast.reference.batch_norm_act import batch_norm_act
 from skelfast.reference.encoders import OfficialAGCN, OfficialSTGCN
 from skelfast.reference.graph_conv import graph_conv
+from skelfast.reference.gru import gru
 from skelfast.reference.info_nce import hiclr_loss, info_nce
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "augment",
     "batch_norm_act",
     "graph_conv",
+    "gru",
     "hiclr_loss",
     "info_nce",
 ]
