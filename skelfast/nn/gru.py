@@ -5,12 +5,13 @@ per frame with a length-1 input and the previous call's hidden state. With lengt
 "backward" direction also reads the frames forwards and carries its state forwards, so the model is
 a causal 3-layer stack in which each layer has two independent GRU cells (separate weights) reading
 the same input; layer l+1 at frame t reads both cells' layer-l outputs at frame t. ``ISCSeqEncoder``
-runs each cell over the whole sequence in one ``torch.gru`` call (6 calls instead of 64 x 3 x 2
+runs each cell over the whole sequence in one ``skelfast.ops.gru`` call (6 calls instead of 64 x 3 x 2
 cell steps driven from Python); the tests prove it equal, in float64, to the frame-by-frame loop.
 
 CRRL's encoders are genuine bidirectional GRUs over packed variable-length sequences, with temporal
 average pooling over the valid frames only; its decoder is a unidirectional GRU whose hidden state is
-the reconstruction.
+the reconstruction. Their GRUs are ``skelfast.nn.GRU`` (an ``nn.GRU`` on the fused op, same
+state_dict) fed padded batches with their lengths, which is what packing gave the official code.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import torch
-import torch.nn.utils.rnn as rnn_utils
 from torch import nn
 
 from skelfast.nn._official import OfficialEncoder, load_official, xavier_2d_params
+from skelfast.nn.rnn import GRU
+from skelfast.ops.gru import gru
 
 
 class _ISCGRUHolder(nn.Module):
@@ -79,13 +81,10 @@ class ISCSeqEncoder(OfficialEncoder):
             raise ValueError(
                 f"ISCSeqEncoder: x must be (N, T, {self.encoder.gru.input_size}), got {tuple(x.shape)}"
             )
-        h0 = x.new_zeros(1, x.shape[0], self.hidden_size)
         for layer in range(self.num_layers):
             outs = []
             for suffix in ("", "_reverse"):  # the "_reverse" cell reads forwards too (see module doc)
-                out, _ = torch.gru(
-                    x, h0, self._cell_weights(layer, suffix), True, 1, 0.0, self.training, False, True
-                )
+                out, _ = gru(x, None, self._cell_weights(layer, suffix), num_layers=1, bidirectional=False)
                 outs.append(out)
             x = torch.cat(outs, dim=2)
         return x
@@ -132,7 +131,7 @@ class CRRLEncoder(OfficialEncoder):
         self, input_size: int = 150, hidden_size: int = 256, num_layers: int = 2, dropout: float = 0.2
     ):
         super().__init__()
-        self.gru = nn.GRU(
+        self.gru = GRU(
             input_size,
             hidden_size,
             num_layers=num_layers,
@@ -146,9 +145,9 @@ class CRRLEncoder(OfficialEncoder):
         if x.dim() != 3 or x.shape[2] != self.gru.input_size:
             raise ValueError(f"CRRLEncoder: x must be (N, T, {self.gru.input_size}), got {tuple(x.shape)}")
         lengths = _lengths_tensor(lengths, x.shape[0], x.shape[1])
-        packed = rnn_utils.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-        out, _ = self.gru(packed)
-        return rnn_utils.pad_packed_sequence(out, batch_first=True)[0]
+        max_len = int(lengths.max()) if x.shape[0] else 0
+        out, _ = self.gru(x[:, :max_len], lengths=lengths)  # what pad_packed_sequence returned
+        return out
 
     def representation(self, x: torch.Tensor, lengths: Sequence[int] | torch.Tensor) -> torch.Tensor:
         lengths = _lengths_tensor(lengths, x.shape[0], x.shape[1])
@@ -172,7 +171,7 @@ class CRRLDecoder(nn.Module):
         self, code_size: int = 512, output_size: int = 150, num_layers: int = 2, dropout: float = 0.2
     ):
         super().__init__()
-        self.gru = nn.GRU(
+        self.gru = GRU(
             code_size,
             output_size,
             num_layers=num_layers,
@@ -186,9 +185,7 @@ class CRRLDecoder(nn.Module):
         max_len = int(torch.as_tensor(lengths).max()) if code.shape[0] else 0
         lengths = _lengths_tensor(lengths, code.shape[0], max_len)
         repeated = code.unsqueeze(1).expand(-1, max_len, -1)
-        packed = rnn_utils.pack_padded_sequence(repeated, lengths, batch_first=True, enforce_sorted=False)
-        out, _ = self.gru(packed)
-        return rnn_utils.pad_packed_sequence(out, batch_first=True)[0]
+        return self.gru(repeated, lengths=lengths)[0]
 
     def load_official_state_dict(
         self, state_dict: Mapping[str, torch.Tensor], prefix: str = "", strict: bool = True

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from skelfast.nn._official import OfficialEncoder, xavier_2d_params
+from skelfast.nn.rnn import GRU
 
 ENCODERS = ("GRU", "LSTM", "Transformer")
 
@@ -62,7 +63,7 @@ def _embedding(in_size: int, hidden: int) -> nn.Sequential:
 
 def _s2s(encoder: str, d_model: int, num_head: int, num_layer: int) -> nn.Module:
     if encoder == "GRU":
-        return nn.GRU(d_model, d_model // 2, num_layers=num_layer, batch_first=True, bidirectional=True)
+        return GRU(d_model, d_model // 2, num_layers=num_layer, batch_first=True, bidirectional=True)
     if encoder == "LSTM":
         return nn.LSTM(d_model, d_model // 2, num_layers=num_layer, batch_first=True, bidirectional=True)
     if encoder == "Transformer":

@@ -237,7 +237,9 @@ def test_reference_backend_agrees_with_the_fused_path() -> None:
     for (name, a), b in zip(mf.named_parameters(), mr.parameters(), strict=True):
         if a.grad is not None:
             assert_close(a.grad, b.grad, atol=1e-5, rtol=1e-4, what=f"grad {name}")
-    assert torch.equal(mf.queue.bank, mr.queue.bank)
+    # the enqueued keys come through the sequence GRU, whose fused kernel rounds its gates
+    # differently (float32 exp within 2 ulp): unit-norm keys agree to a few float32 ulps
+    assert_close(mf.queue.bank, mr.queue.bank, atol=1e-6, rtol=1e-5, what="queue")
 
 
 @pytest.mark.parametrize(
