@@ -87,7 +87,7 @@ def compile_kernel(
 # --- every shipped kernel configuration -------------------------------------------------------
 
 # Each module lists its configurations as ``aot_specs() -> list[KernelSpec]``.
-KERNEL_MODULES = ("skelfast.kernels.augment", "skelfast.kernels.info_nce")
+KERNEL_MODULES = ("skelfast.kernels.augment", "skelfast.kernels.dropout", "skelfast.kernels.info_nce")
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@
 //   3. axis mask, stream (joint / bone / motion), joint mask with the fill value, written to out.
 // Steps 1-2 go through one (C, T_out, V*M) buffer per thread (tens of KB: cache resident), so
 // x is read once and the output written once. The noise is drawn here, per noisy sample, from the
-// stream every backend shares (philox_randn.h, key noise_seed + n); the blur taps come from Python.
+// stream every backend shares (csrc/random/philox.h, key noise_seed + n); the blur taps come from Python.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -21,7 +21,7 @@
 #include <limits>
 #include <vector>
 
-#include "philox_randn.h"
+#include "../random/philox.h"
 
 namespace skelfast {
 namespace {

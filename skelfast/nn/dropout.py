@@ -1,15 +1,17 @@
-"""Dropout with nn.Dropout's distribution at a fraction of its CPU cost.
+"""``skelfast.nn.Dropout``: a drop-in ``nn.Dropout`` on ``skelfast.ops.dropout``, and the keep masks
+that ``skelfast.ops.batch_norm_act`` takes.
 
-``nn.Dropout`` draws its keep mask with ``bernoulli_``, which on the CPU runs at ~30 M elements/s
-(39 ms for one 16-channel ST-GCN activation of batch 64: 10% of the encoder's step). Drawing uniform
-floats and comparing, ``torch.rand(...) >= p``, gives every element the same keep probability 1 - p
-at ~5x the speed, and the mask autograd saves is 1 byte per element instead of a 4-byte float mask.
-When p is a multiple of 1/256 (ST-GCN's 0.5, 0.25, ...), the mask is cheaper still: one 64-bit draw
-(``random_`` over the whole int64 range) gives eight uniform bytes, and ``byte >= 256 p`` keeps each
-element with probability exactly 1 - p, for an eighth of the generator calls (11 -> 1.4 ms for one
-quarter-width activation of batch 128 on this CPU). Other p compare a float ``torch.rand``.
-The draws come from the same generator, so runs stay reproducible under ``torch.manual_seed``, but the
-masks differ from ``nn.Dropout``'s for the same seed.
+``nn.Dropout`` draws its keep mask with ``bernoulli_``, which on the CPU runs at ~30-130 M elements/s
+(16 ms for one (64, 64, 512) activation of HiCo's Transformer; a quarter of HiCo's step) and saves a
+float mask as large as x. ``skelfast.ops.dropout`` keys a Philox mask by one seed: ~11x faster here,
+and the backward regenerates the mask instead of saving it.
+
+``keep_mask`` draws the bool masks the fused BatchNorm tails take (ST-GCN, AGCN): ``torch.rand(...) >=
+p`` gives every element the same keep probability 1 - p; when p is a multiple of 1/256 (ST-GCN's 0.5,
+0.25, ...), one 64-bit draw (``random_`` over the whole int64 range) gives eight uniform bytes and
+``byte >= 256 p`` keeps each element with probability exactly 1 - p, for an eighth of the generator
+calls. Both draw from torch's global generator, so runs repeat under ``torch.manual_seed``; the masks
+differ from ``nn.Dropout``'s for the same seed.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import math
 
 import torch
 from torch import nn
+
+from skelfast.ops.dropout import dropout as dropout_op
 
 
 def keep_mask(shape: torch.Size, p: float, device: torch.device) -> torch.Tensor:
@@ -31,32 +35,23 @@ def keep_mask(shape: torch.Size, p: float, device: torch.device) -> torch.Tensor
     return torch.rand(shape, device=device) >= p
 
 
-def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
-    """``F.dropout(x, p, training)`` in distribution: each element is kept with probability 1 - p and
-    scaled by 1 / (1 - p), else zeroed. x: any shape; returns the same shape and dtype."""
+def _check_p(p: float) -> None:
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"dropout probability must be in [0, 1], got {p}")
-    if not training or p == 0.0:
-        return x
-    if p == 1.0:
-        return x * 0.0
-    keep = keep_mask(x.shape, p, x.device)  # bool: what autograd saves for backward
-    return (x * keep).mul_(1.0 / (1.0 - p))
 
 
-class Dropout(nn.Module):
-    """Drop-in ``nn.Dropout(p)`` (no parameters, the same state_dict) drawing its mask with
-    ``dropout`` above. Train mode: (*) -> (*) with elements zeroed with probability p and the rest
-    scaled by 1 / (1 - p); eval mode: the identity."""
+def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
+    """``F.dropout(x, p, training)`` in distribution (``skelfast.ops.dropout``): each element kept with
+    probability 1 - p and scaled by 1 / (1 - p), else zeroed. x: any shape; same shape and dtype."""
+    _check_p(p)
+    return dropout_op(x, p, training)
 
-    def __init__(self, p: float = 0.5) -> None:
-        super().__init__()
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"dropout probability must be in [0, 1], got {p}")
-        self.p = p
+
+class Dropout(nn.Dropout):
+    """Drop-in ``nn.Dropout(p)`` on ``skelfast.ops.dropout``: an ``nn.Dropout`` (so code that finds
+    dropout layers with ``isinstance`` and sets ``p`` still does), with the same state_dict. Train
+    mode: (*) -> (*) with elements zeroed with probability p and the rest scaled by 1 / (1 - p),
+    into a new tensor (``inplace`` is not honoured); eval mode: the identity."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return dropout(x, self.p, self.training)
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
+        return dropout_op(x, self.p, self.training)

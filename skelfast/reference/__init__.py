@@ -3,6 +3,7 @@ fallback where no faster backend is available."""
 
 from skelfast.reference.augment import augment
 from skelfast.reference.batch_norm_act import batch_norm_act
+from skelfast.reference.dropout import dropout
 from skelfast.reference.encoders import OfficialAGCN, OfficialSTGCN
 from skelfast.reference.graph_conv import graph_conv
 from skelfast.reference.gru import gru
@@ -13,6 +14,7 @@ __all__ = [
     "OfficialSTGCN",
     "augment",
     "batch_norm_act",
+    "dropout",
     "graph_conv",
     "gru",
     "hiclr_loss",

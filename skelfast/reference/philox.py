@@ -86,3 +86,12 @@ def normal_fill(key: torch.Tensor | int, count: int) -> torch.Tensor:
     cos23, sin23 = box_muller(w2, w3)
     z = torch.stack([cos01, sin01, cos23, sin23], dim=-1).flatten(1)[:, :count]
     return z.reshape(*keys.shape, count)
+
+
+def dropout_keep(seed: int, numel: int, p: float) -> torch.Tensor:
+    """The keep mask of skelfast's seeded dropout: element i is kept where word ``i & 3`` of counter
+    ``i >> 2`` (``tl.randint4x(seed, i >> 2)``) is at least round(p * 2^32) -> bool (numel,)."""
+    counters = torch.arange((numel + 3) // 4, dtype=torch.int64)
+    words = torch.stack(philox4x32(torch.tensor(seed, dtype=torch.int64), counters), dim=1).reshape(-1)
+    threshold = min(round(p * 2**32), 2**32 - 1)
+    return words[:numel] >= threshold

@@ -1,4 +1,6 @@
-"""skelfast.nn.Dropout against nn.Dropout: the same distribution, identity in eval, a 1-byte mask."""
+"""skelfast.nn.Dropout against nn.Dropout: the same distribution, identity in eval, nothing saved
+but a seed; and keep_mask, the masks of the fused BatchNorm tails. (The op's own tests, its masks bit
+for bit against the Philox reference, are in tests/ops/test_dropout.py.)"""
 
 import math
 
@@ -57,12 +59,21 @@ def test_gradient_is_the_mask_over_one_minus_p():
     torch.testing.assert_close(g, (y != 0).float() * 2.0)
 
 
-def test_autograd_saves_a_bool_mask_only():
+def test_autograd_saves_only_the_seed():
     saved = []
     x = torch.randn(8, 16, requires_grad=True)
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
         dropout(x, 0.3).sum()
-    assert [t.dtype for t in saved] == [torch.bool]  # nn.Dropout saves a float mask, 4 bytes per element
+    # nn.Dropout saves a float mask, 4 bytes per element; the seeded kernel regenerates its mask
+    assert [(t.dtype, t.numel()) for t in saved] == [(torch.int64, 1)]
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_keep_mask_rate_is_one_minus_p(p):
+    torch.manual_seed(2)
+    n = 1_000_000
+    kept = keep_mask(torch.Size([n]), p, torch.device("cpu")).sum().item()
+    assert abs(kept - n * (1 - p)) < 5 * math.sqrt(n * p * (1 - p))
 
 
 def test_seeded_runs_repeat_and_bad_p_is_rejected():
@@ -72,9 +83,10 @@ def test_seeded_runs_repeat_and_bad_p_is_rejected():
     torch.manual_seed(3)
     torch.testing.assert_close(dropout(x, 0.5), a)
     for p in (-0.1, 1.5):
-        with pytest.raises(ValueError, match="dropout probability must be in"):
+        with pytest.raises(ValueError, match="dropout probability"):  # nn.Dropout's own check
             Dropout(p)
 
 
 def test_state_dict_matches_nn_dropout():
     assert Dropout(0.5).state_dict().keys() == nn.Dropout(0.5).state_dict().keys()
+    assert isinstance(Dropout(0.5), nn.Dropout)  # code that finds dropout layers by type still does

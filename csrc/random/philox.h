@@ -1,6 +1,8 @@
-// The augmentation noise stream every skelfast.ops.augment backend shares (C++ here, Triton in
-// kernels/augment.py, PyTorch in skelfast/reference/philox.py): standard normal number i of a
-// stream keyed by `key` is Box-Muller output (i & 3) of the Philox4x32-10 counter i >> 2.
+// The random streams every skelfast backend shares (C++ here, Triton in kernels/, PyTorch in
+// skelfast/reference/philox.py): Philox4x32-10 words, as Triton's tl.randint4x draws them. The
+// augmentation noise is standard normal number i of a stream keyed by `key`: Box-Muller output
+// (i & 3) of counter i >> 2. Dropout keeps element i where word (i & 3) of counter i >> 2 reaches
+// its threshold (csrc/dropout/).
 //
 // Philox and the word-to-uniform rule are Triton's (triton/language/random.py: counter
 // (i >> 2, 0, 0, 0), key (key & 0xffffffff, key >> 32); a word is bitcast to int32, negatives
@@ -102,8 +104,12 @@ inline void box_muller(uint32_t wa, uint32_t wb, float* out) {
   out[1] = r * s;
 }
 
-// out[i] = normal i of the stream keyed by key, for i in [0, count) (count < 2^34): philox_randn.cpp
+// out[i] = normal i of the stream keyed by key, for i in [0, count) (count < 2^34): philox.cpp
 void normal_fill(uint64_t key, int64_t count, float* out);
+
+// out[i] = word (i & 3) of counter first_counter + (i >> 2), i in [0, count): Triton's
+// tl.randint4x(key, counter) words, the raw bits behind both the normals and the dropout masks
+void word_fill(uint64_t key, uint32_t first_counter, int64_t count, uint32_t* out);
 
 }  // namespace philox
 }  // namespace skelfast

@@ -1,7 +1,7 @@
-// The fill loop of philox_randn.h: a portable scalar form, and on x86-64 CPUs with AVX2 the same
-// arithmetic eight counters at a time (picked at run time). Neither uses FMA, so both give the
-// same bits.
-#include "philox_randn.h"
+// The fill loops of philox.h (normals and raw words): a portable scalar form, and on x86-64 CPUs
+// with AVX2 the same arithmetic eight counters at a time (picked at run time). Neither uses FMA, so
+// both give the same bits.
+#include "philox.h"
 
 // -DSKELFAST_NO_AVX2 builds the portable form only (to check both forms agree)
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(SKELFAST_NO_AVX2)
@@ -46,6 +46,16 @@ void normal_fill_scalar(uint64_t key, uint32_t first_counter, int64_t count, flo
   }
 }
 
+// words [4 * first_counter, 4 * first_counter + count)
+void word_fill_scalar(uint64_t key, uint32_t first_counter, int64_t count, uint32_t* out) {
+  const uint32_t key_lo = static_cast<uint32_t>(key), key_hi = static_cast<uint32_t>(key >> 32);
+  for (int64_t i = 0; i < count; i += 4) {
+    uint32_t w[4];
+    philox4(first_counter + static_cast<uint32_t>(i / 4), key_lo, key_hi, w);
+    for (int64_t j = 0; j < 4 && i + j < count; ++j) out[i + j] = w[j];
+  }
+}
+
 #ifdef SKELFAST_PHILOX_AVX2
 
 // 32 x 32 -> 64-bit products of eight lanes by a constant: (high words, low words)
@@ -60,7 +70,7 @@ __attribute__((target("avx2"))) inline void mul_wide(__m256i a, __m256i b, __m25
 __attribute__((target("avx2"))) inline __m256 bits_to_float(__m256i v) { return _mm256_castsi256_ps(v); }
 __attribute__((target("avx2"))) inline __m256i float_to_bits(__m256 v) { return _mm256_castps_si256(v); }
 
-// to_uniform, log_positive and sincos_small of philox_randn.h, eight lanes, the same operations
+// to_uniform, log_positive and sincos_small of philox.h, eight lanes, the same operations
 __attribute__((target("avx2"))) inline __m256 uniform8(__m256i w) {
   const __m256i folded = _mm256_xor_si256(w, _mm256_srai_epi32(w, 31));
   return _mm256_mul_ps(_mm256_cvtepi32_ps(folded), _mm256_set1_ps(4.6566127342e-10f));
@@ -129,22 +139,27 @@ __attribute__((target("avx2"))) inline void box_muller8(__m256i wa, __m256i wb, 
   *second = _mm256_mul_ps(r, s);
 }
 
-// Eight counters at a time: four vectors of normals (one per output slot 0..3), transposed so that
-// each counter's four normals land next to each other.
-__attribute__((target("avx2"))) void normal_fill_avx2(uint64_t key, int64_t count, float* out) {
-  // the key schedule is the same for every counter: one broadcast per round
-  __m256i k0[kRounds], k1[kRounds];
-  uint32_t key_lo = static_cast<uint32_t>(key), key_hi = static_cast<uint32_t>(key >> 32);
-  for (int round = 0; round < kRounds; ++round, key_lo += kKeyA, key_hi += kKeyB) {
-    k0[round] = _mm256_set1_epi32(static_cast<int>(key_lo));
-    k1[round] = _mm256_set1_epi32(static_cast<int>(key_hi));
+// Philox4x32-10 of eight counters (first, first + 1, ..., first + 7) at a time. The key schedule is
+// the same for every counter: one broadcast per round, made once per fill.
+struct Philox8 {
+  __m256i k0[kRounds], k1[kRounds], ra, rb, ra_odd, rb_odd, lane;
+
+  __attribute__((target("avx2"))) explicit Philox8(uint64_t key) {
+    uint32_t key_lo = static_cast<uint32_t>(key), key_hi = static_cast<uint32_t>(key >> 32);
+    for (int round = 0; round < kRounds; ++round, key_lo += kKeyA, key_hi += kKeyB) {
+      k0[round] = _mm256_set1_epi32(static_cast<int>(key_lo));
+      k1[round] = _mm256_set1_epi32(static_cast<int>(key_hi));
+    }
+    ra = _mm256_set1_epi32(static_cast<int>(kRoundA));
+    rb = _mm256_set1_epi32(static_cast<int>(kRoundB));
+    ra_odd = _mm256_srli_epi64(ra, 32);
+    rb_odd = _mm256_srli_epi64(rb, 32);
+    lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   }
-  const __m256i ra = _mm256_set1_epi32(static_cast<int>(kRoundA)), rb = _mm256_set1_epi32(static_cast<int>(kRoundB));
-  const __m256i ra_odd = _mm256_srli_epi64(ra, 32), rb_odd = _mm256_srli_epi64(rb, 32);
-  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  int64_t i = 0;
-  for (; i + 32 <= count; i += 32) {
-    __m256i c0 = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(i / 4))), lane);
+
+  // words[s][lane] = word s of counter first + lane
+  __attribute__((target("avx2"))) inline void operator()(uint32_t first, __m256i* words) const {
+    __m256i c0 = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(first)), lane);
     __m256i c1 = _mm256_setzero_si256(), c2 = _mm256_setzero_si256(), c3 = _mm256_setzero_si256();
     for (int round = 0; round < kRounds; ++round) {
       __m256i hb, lb, ha, la;
@@ -155,32 +170,79 @@ __attribute__((target("avx2"))) void normal_fill_avx2(uint64_t key, int64_t coun
       c1 = lb;
       c3 = la;
     }
+    words[0] = c0;
+    words[1] = c1;
+    words[2] = c2;
+    words[3] = c3;
+  }
+};
+
+// 4 x 8 -> 8 x 4: out[4 lane + s] = z_s[lane] for 32 consecutive values (shuffles only: any bits)
+__attribute__((target("avx2"))) inline void store_interleaved(float* out, __m256 z0, __m256 z1, __m256 z2, __m256 z3) {
+  const __m256 a = _mm256_unpacklo_ps(z0, z1), b = _mm256_unpackhi_ps(z0, z1);  // (0,0 1,0 0,1 1,1 | lanes 4,5)...
+  const __m256 c = _mm256_unpacklo_ps(z2, z3), d = _mm256_unpackhi_ps(z2, z3);
+  const __m256 l0 = _mm256_shuffle_ps(a, c, 0x44), l1 = _mm256_shuffle_ps(a, c, 0xEE);  // lanes 0, 1 | 4, 5
+  const __m256 l2 = _mm256_shuffle_ps(b, d, 0x44), l3 = _mm256_shuffle_ps(b, d, 0xEE);  // lanes 2, 3 | 6, 7
+  _mm256_storeu_ps(out, _mm256_permute2f128_ps(l0, l1, 0x20));
+  _mm256_storeu_ps(out + 8, _mm256_permute2f128_ps(l2, l3, 0x20));
+  _mm256_storeu_ps(out + 16, _mm256_permute2f128_ps(l0, l1, 0x31));
+  _mm256_storeu_ps(out + 24, _mm256_permute2f128_ps(l2, l3, 0x31));
+}
+
+// Eight counters at a time: four vectors of normals (one per output slot 0..3), transposed so that
+// each counter's four normals land next to each other.
+__attribute__((target("avx2"))) void normal_fill_avx2(uint64_t key, int64_t count, float* out) {
+  const Philox8 philox(key);
+  int64_t i = 0;
+  for (; i + 32 <= count; i += 32) {
+    __m256i w[4];
+    philox(static_cast<uint32_t>(i / 4), w);
     __m256 z0, z1, z2, z3;  // z_s[lane] = normal 4 * (i / 4 + lane) + s
-    box_muller8(c0, c1, &z0, &z1);
-    box_muller8(c2, c3, &z2, &z3);
-    // 4 x 8 -> 8 x 4: interleave so out[i + 4 lane + s] = z_s[lane]
-    const __m256 a = _mm256_unpacklo_ps(z0, z1), b = _mm256_unpackhi_ps(z0, z1);  // (0,0 1,0 0,1 1,1 | lanes 4,5)...
-    const __m256 c = _mm256_unpacklo_ps(z2, z3), d = _mm256_unpackhi_ps(z2, z3);
-    const __m256 l0 = _mm256_shuffle_ps(a, c, 0x44), l1 = _mm256_shuffle_ps(a, c, 0xEE);  // lanes 0, 1 | 4, 5
-    const __m256 l2 = _mm256_shuffle_ps(b, d, 0x44), l3 = _mm256_shuffle_ps(b, d, 0xEE);  // lanes 2, 3 | 6, 7
-    _mm256_storeu_ps(out + i, _mm256_permute2f128_ps(l0, l1, 0x20));
-    _mm256_storeu_ps(out + i + 8, _mm256_permute2f128_ps(l2, l3, 0x20));
-    _mm256_storeu_ps(out + i + 16, _mm256_permute2f128_ps(l0, l1, 0x31));
-    _mm256_storeu_ps(out + i + 24, _mm256_permute2f128_ps(l2, l3, 0x31));
+    box_muller8(w[0], w[1], &z0, &z1);
+    box_muller8(w[2], w[3], &z2, &z3);
+    store_interleaved(out + i, z0, z1, z2, z3);
   }
   normal_fill_scalar(key, static_cast<uint32_t>(i / 4), count - i, out + i);
+}
+
+__attribute__((target("avx2"))) void word_fill_avx2(uint64_t key, uint32_t first_counter, int64_t count,
+                                                    uint32_t* out) {
+  const Philox8 philox(key);
+  int64_t i = 0;
+  for (; i + 32 <= count; i += 32) {
+    __m256i w[4];
+    philox(first_counter + static_cast<uint32_t>(i / 4), w);
+    store_interleaved(reinterpret_cast<float*>(out + i), _mm256_castsi256_ps(w[0]), _mm256_castsi256_ps(w[1]),
+                      _mm256_castsi256_ps(w[2]), _mm256_castsi256_ps(w[3]));
+  }
+  word_fill_scalar(key, first_counter + static_cast<uint32_t>(i / 4), count - i, out + i);
 }
 
 #endif  // SKELFAST_PHILOX_AVX2
 
 }  // namespace
 
-void normal_fill(uint64_t key, int64_t count, float* out) {
+static bool use_avx2() {
 #ifdef SKELFAST_PHILOX_AVX2
   static const bool avx2 = __builtin_cpu_supports("avx2");
-  if (avx2) return normal_fill_avx2(key, count, out);
+  return avx2;
+#else
+  return false;
+#endif
+}
+
+void normal_fill(uint64_t key, int64_t count, float* out) {
+#ifdef SKELFAST_PHILOX_AVX2
+  if (use_avx2()) return normal_fill_avx2(key, count, out);
 #endif
   normal_fill_scalar(key, 0, count, out);
+}
+
+void word_fill(uint64_t key, uint32_t first_counter, int64_t count, uint32_t* out) {
+#ifdef SKELFAST_PHILOX_AVX2
+  if (use_avx2()) return word_fill_avx2(key, first_counter, count, out);
+#endif
+  word_fill_scalar(key, first_counter, count, out);
 }
 
 }  // namespace philox
