@@ -13,6 +13,7 @@ from torch import nn
 
 from skelfast.nn._official import OfficialEncoder, xavier_2d_params
 from skelfast.nn.rnn import GRU
+from skelfast.nn.transformer import TransformerEncoderLayer
 
 ENCODERS = ("GRU", "LSTM", "Transformer")
 
@@ -68,8 +69,8 @@ def _s2s(encoder: str, d_model: int, num_head: int, num_layer: int) -> nn.Module
         return nn.LSTM(d_model, d_model // 2, num_layers=num_layer, batch_first=True, bidirectional=True)
     if encoder == "Transformer":
         # d_model, nhead, dim_feedforward = d_model (the official positional arguments), dropout 0.1,
-        # post-norm; no positional encoding anywhere.
-        layer = nn.TransformerEncoderLayer(d_model, num_head, d_model, batch_first=True)
+        # post-norm; no positional encoding anywhere. nn's layer with skelfast's dropouts, same keys.
+        layer = TransformerEncoderLayer(d_model, num_head, d_model, batch_first=True)
         return nn.TransformerEncoder(layer, num_layer, enable_nested_tensor=False)
     raise ValueError(f"HiCo: unknown encoder {encoder!r}; expected one of {ENCODERS}")
 
