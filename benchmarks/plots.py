@@ -169,6 +169,26 @@ SPECS: dict[str, PlotSpec] = {
             ),
         ),
     ),
+    "gru": PlotSpec(
+        "GRU over padded variable-length sequences (skelfast op vs nn.GRU)",
+        label_metrics=("shape",),
+        panels=(
+            Panel(
+                "speed-up (x faster)",
+                (Series("fwd vs nn.GRU", "fwd vs nn.GRU"), Series("fwd+bwd vs nn.GRU", "fwd+bwd vs nn.GRU")),
+            ),
+            Panel("fraction of sgemm", (Series("of sgemm", "fwd+bwd of sgemm"),), parity=None),
+        ),
+    ),
+    "dropout": PlotSpec(
+        "dropout (seeded Philox kernel vs F.dropout)",
+        panels=(
+            Panel(
+                "speed-up (x faster)", (Series("vs eager", "vs eager"), Series("vs compiled", "vs compiled"))
+            ),
+            Panel("fraction of copy bandwidth", (Series("of copy", "fwd+bwd of copy"),), parity=None),
+        ),
+    ),
     "data": PlotSpec(
         "data pipeline throughput (items/s)",
         panels=(Panel("throughput (per s)", (Series("throughput", "throughput"),), parity=None),),
