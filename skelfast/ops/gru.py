@@ -25,6 +25,7 @@ import torch
 
 from skelfast import backends, reference
 from skelfast.ops._checks import check_floating, check_rank, check_same
+from skelfast.ops.dropout import dropout as dropout_op
 from skelfast.profiling import profiled
 
 OP = "gru"
@@ -157,9 +158,7 @@ def gru(
             h_n.append(h)
         layer_input = torch.cat(outputs, dim=2) if directions == 2 else outputs[0]
         if training and dropout > 0 and layer < num_layers - 1:
-            from skelfast.nn.dropout import dropout as dropout_fn  # skelfast.nn imports the ops
-
-            layer_input = dropout_fn(layer_input, dropout, True)
+            layer_input = dropout_op(layer_input, dropout, True)
     return layer_input, torch.stack(h_n)
 
 
