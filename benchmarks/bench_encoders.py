@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks.common import bench_device, compiled, env_batch, sgemm_gflops, time_fn, write_results
+from benchmarks.common import bench_device, compiled, env_batch, sgemm_gflops, time_interleaved, write_results
 from skelfast import use_backend
 from skelfast.nn.agcn import AGCN
 from skelfast.nn.stgcn import stgcn_hiclr, stgcn_standard
@@ -59,13 +59,14 @@ def run_case(
         with use_backend("graph_conv=cpp"):
             _step(model, x)
 
-    timings = {
-        "skelfast": time_fn(skelfast_step, repeats=repeats, warmup=1),
-        "official": time_fn(lambda: _step(official, x), repeats=repeats, warmup=1),
-    }
+    steps = {"skelfast": skelfast_step, "official": lambda: _step(official, x)}
     if with_compile:
         official_compiled = compiled(official)
-        timings["compiled"] = time_fn(lambda: _step(official_compiled, x), repeats=repeats, warmup=2)
+        for _ in range(2):  # compile outside the timed turns
+            _step(official_compiled, x)
+        steps["compiled"] = lambda: _step(official_compiled, x)
+    # the columns are timed in turns, so a drifting machine moves all of them alike
+    timings = time_interleaved(steps, repeats=repeats, warmup=1)
     flops = counted_flops(official, x)
     gflops = sgemm_gflops()
     row: dict[str, object] = {

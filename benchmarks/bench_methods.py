@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-from benchmarks.common import env_batch, peak_extra_memory, time_fn, write_results
+from benchmarks.common import env_batch, peak_extra_memory, time_fn, time_interleaved, write_results
 from skelfast import use_backend
 from skelfast.configs import load_config
 from skelfast.data import normalize, synthetic
@@ -129,7 +129,7 @@ def _compiled_reference_forward(
     return call, f"compiled in {time.perf_counter() - start:.0f} s"
 
 
-def run_case(name: str, batch: int | None = None, repeats: int = 3) -> dict[str, object]:
+def run_case(name: str, batch: int | None = None, repeats: int = 4) -> dict[str, object]:
     """One method's row: fused against all-reference, forward only and full step (forward,
     backward, SGD), the reference forward under torch.compile, and one step's peak extra memory."""
     config = load_config(name)
@@ -165,14 +165,19 @@ def run_case(name: str, batch: int | None = None, repeats: int = 3) -> dict[str,
         with use_backend(backend) if backend else contextlib.nullcontext():
             return peak_extra_memory(lambda: step(method, opt)) / 2**20
 
-    # forward only: autograd on, as in training (the graph is built, then dropped)
-    f_fused = time_fn(lambda: forward(fused), repeats=repeats, warmup=1)
-    f_ref = time_fn(reference_forward, repeats=repeats, warmup=1)
+    # forward only: autograd on, as in training (the graph is built, then dropped); the two columns
+    # of each comparison are timed in turns (time_interleaved), so a drifting machine moves both
+    forward_times = time_interleaved(
+        {"fused": lambda: forward(fused), "reference": reference_forward}, repeats=repeats, warmup=1
+    )
+    f_fused, f_ref = forward_times["fused"], forward_times["reference"]
     compiled_call, compile_note = _compiled_reference_forward(reference, x, lengths, generator)
     f_compiled = time_fn(compiled_call, repeats=repeats, warmup=1) if compiled_call else None
 
-    t_fused = time_fn(lambda: step(fused, fused_opt), repeats=repeats, warmup=1)
-    t_ref = time_fn(reference_step, repeats=repeats, warmup=1)
+    step_times = time_interleaved(
+        {"fused": lambda: step(fused, fused_opt), "reference": reference_step}, repeats=repeats, warmup=1
+    )
+    t_fused, t_ref = step_times["fused"], step_times["reference"]
     mem_fused = peak_step_mib(fused, fused_opt, None)
     mem_ref = peak_step_mib(reference, reference_opt, "reference")
     speedup = t_ref.median_ms / t_fused.median_ms

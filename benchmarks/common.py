@@ -14,7 +14,7 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -94,8 +94,31 @@ def time_fn(fn: Callable[[], object], repeats: int = 10, warmup: int = 2, min_ti
     start = time.perf_counter()
     while len(samples) < repeats or (time.perf_counter() - start) < min_time_s:
         samples.append(one(fn))
+    return _timing(samples)
+
+
+def _timing(samples: Sequence[float]) -> Timing:
     q = statistics.quantiles(samples, n=5) if len(samples) >= 2 else [samples[0]] * 4
     return Timing(statistics.median(samples), q[0], q[3])
+
+
+def time_interleaved(
+    fns: Mapping[str, Callable[[], object]], repeats: int = 5, warmup: int = 1
+) -> dict[str, Timing]:
+    """``time_fn`` for the columns of one comparison, measured in turns (a, b, c, then c, b, a, ...)
+    so that a machine that slows down or speeds up mid-run (this VM moves +-20% between minutes)
+    shifts every column alike instead of whichever was timed last."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    _sync()
+    one = _cuda_ms if on_cuda() else _wall_ms
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    order = list(fns)
+    for round_index in range(repeats):
+        for name in order if round_index % 2 == 0 else reversed(order):
+            samples[name].append(one(fns[name]))
+    return {name: _timing(values) for name, values in samples.items()}
 
 
 def peak_extra_memory(fn: Callable[[], object]) -> int:
