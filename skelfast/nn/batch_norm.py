@@ -12,17 +12,24 @@ from torch import nn
 
 from skelfast.nn.dropout import keep_mask
 from skelfast.ops import batch_norm_act
+from skelfast.ops.dropout import runs_reference
 
 
 def dropout_keep(p: float, training: bool, x: torch.Tensor) -> tuple[torch.Tensor | None, float]:
-    """The (keep mask, scale) of ``skelfast.nn.dropout.dropout`` for x: (None, 1.0) when it is the
-    identity (eval or p = 0); each element kept with probability 1 - p and scaled by 1 / (1 - p)."""
+    """The (keep mask, scale) of a dropout before a fused BatchNorm tail: (None, 1.0) when it is the
+    identity (eval or p = 0); each element kept with probability 1 - p and scaled by 1 / (1 - p).
+
+    The mask is ``keep_mask``'s, unless the dropout op runs its reference (``use_backend("reference")``,
+    the methods benchmark's reference column): then it is nn.Dropout's own ``bernoulli_`` draw, as
+    every other reference op runs PyTorch's own computation."""
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"dropout probability must be in [0, 1], got {p}")
     if not training or p == 0.0:
         return None, 1.0
     if p == 1.0:
         return torch.zeros(x.shape, dtype=torch.bool, device=x.device), 0.0
+    if runs_reference(x):
+        return torch.empty_like(x).bernoulli_(1.0 - p).bool(), 1.0 / (1.0 - p)
     return keep_mask(x.shape, p, x.device), 1.0 / (1.0 - p)
 
 

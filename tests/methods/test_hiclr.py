@@ -202,7 +202,9 @@ def test_queue_holds_the_enqueued_keys_with_wrap_around() -> None:
 
 
 def test_reference_backend_agrees_with_fused_path() -> None:
-    method = tiny()
+    # Without dropout: under the reference backend ST-GCN's mask is nn.Dropout's bernoulli_ draw, another
+    # stream than the fused path's (tests/nn/test_dropout.py checks each)
+    method = tiny(dropout=0.0)
     method.set_epoch(150)  # the mining phase exercises the top-1 search as well
     x, lengths = batch()
     ref = copy.deepcopy(method)

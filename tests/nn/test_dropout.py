@@ -90,3 +90,20 @@ def test_seeded_runs_repeat_and_bad_p_is_rejected():
 def test_state_dict_matches_nn_dropout():
     assert Dropout(0.5).state_dict().keys() == nn.Dropout(0.5).state_dict().keys()
     assert isinstance(Dropout(0.5), nn.Dropout)  # code that finds dropout layers by type still does
+
+
+def test_fused_tails_draw_nn_dropouts_mask_under_the_reference_backend():
+    """The methods benchmark's reference column must draw ST-GCN's dropout as nn.Dropout does."""
+    from skelfast import use_backend
+    from skelfast.nn.batch_norm import dropout_keep
+
+    x = torch.randn(4, 8, 5, 3)
+    with use_backend("dropout=reference"):
+        torch.manual_seed(6)
+        keep, scale = dropout_keep(0.5, True, x)
+    torch.manual_seed(6)
+    assert torch.equal(keep, torch.empty_like(x).bernoulli_(0.5).bool()) and scale == 2.0
+    torch.manual_seed(6)
+    fused, _ = dropout_keep(0.5, True, x)
+    torch.manual_seed(6)
+    assert torch.equal(fused, keep_mask(x.shape, 0.5, x.device))
