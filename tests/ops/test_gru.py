@@ -297,6 +297,8 @@ def test_bad_input_names_the_problem():
         gru(x, None, weights, 1, True)  # a unidirectional stack's weights read as two biasless cells
     with pytest.raises(ValueError, match=r"w_ih \(6, 7\)"):
         gru(torch.randn(3, 5, 7), None, weights, 1, False)
+    with pytest.raises(ValueError, match=r"weights\[1\] must be the first cell's w_hh"):
+        gru(x, None, [weights[0], weights[2], weights[1], weights[3]], 1, False)  # biases out of order
     with pytest.raises(ValueError, match=r"h0 must be"):
         gru(x, None, weights, 1, False, h0=torch.zeros(1, 2, 2))
     with pytest.raises(TypeError, match="dtype"):
