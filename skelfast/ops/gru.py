@@ -60,7 +60,9 @@ def _check_inputs(
     mixed_ok = torch.is_autocast_enabled(x.device.type)
     check_same(OP, [("x", x), *((f"weights[{i}]", w) for i, w in enumerate(weights))], dtype=not mixed_ok)
     if weights[1].dim() != 2:
-        raise ValueError(f"gru: weights[1] must be the first cell's w_hh (3H, H), got {tuple(weights[1].shape)}")
+        raise ValueError(
+            f"gru: weights[1] must be the first cell's w_hh (3H, H), got {tuple(weights[1].shape)}"
+        )
     hidden = weights[1].shape[1]
     for index in range(num_layers * directions):
         w_ih, w_hh = weights[per_cell * index], weights[per_cell * index + 1]
