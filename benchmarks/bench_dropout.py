@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import compiled, copy_gbps, time_fn, write_results
+from benchmarks.common import compiled, copy_gbps, run_cases, time_fn, write_results
 from skelfast import use_backend
 from skelfast.ops import dropout
 
@@ -78,11 +78,7 @@ def run_case(name: str, repeats: int = 5, with_compile: bool = True) -> dict[str
 
 def main() -> list[dict[str, object]]:
     torch.manual_seed(0)
-    rows = []
-    for name in CASES:
-        row = run_case(name)
-        print(row, flush=True)
-        rows.append(row)
+    rows = run_cases(CASES, run_case)
     note = (
         "forward+backward, train mode, float32; 'vs eager'/'vs compiled' > 1: skelfast is faster. "
         f"Copy bandwidth in the same run: {copy_gbps():.1f} GB/s."

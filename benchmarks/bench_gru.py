@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from benchmarks.common import sgemm_gflops, time_fn, write_results
+from benchmarks.common import run_cases, sgemm_gflops, time_fn, write_results
 from skelfast import reference, use_backend
 from skelfast.ops import gru
 
@@ -103,11 +103,7 @@ def _no_grad(fn, a: dict[str, object]) -> None:  # noqa: ANN001
 
 
 def main() -> list[dict[str, object]]:
-    rows = []
-    for name in CASES:
-        row = run_case(name)
-        print(row, flush=True)
-        rows.append(row)
+    rows = run_cases(CASES, run_case)
     note = (
         "'vs nn.GRU' > 1: skelfast is faster. Forward alone runs without autograd. "
         f"sgemm in the same run: {sgemm_gflops():.0f} GFLOP/s."

@@ -15,7 +15,7 @@ import copy
 
 import torch
 
-from benchmarks.common import bench_device, compiled, copy_gbps, time_fn, write_results
+from benchmarks.common import bench_device, compiled, copy_gbps, run_cases, time_fn, write_results
 from skelfast.methods import momentum_update
 from skelfast.perf_model import momentum_encoders
 
@@ -70,11 +70,7 @@ def run_case(method: str, repeats: int = 10, with_compile: bool = True) -> dict[
 
 def main() -> list[dict[str, object]]:
     torch.manual_seed(0)
-    rows = []
-    for method in METHODS:
-        row = run_case(method)
-        print(row, flush=True)
-        rows.append(row)
+    rows = run_cases(METHODS, run_case)
     note = (
         f"One momentum update (m={MOMENTUM}) of each method's key encoder. Copy bandwidth in the same run: "
         f"{copy_gbps():.1f} GB/s. 'vs loop'/'vs compiled' > 1: skelfast is faster. GB/s counts 12 bytes per "

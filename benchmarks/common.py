@@ -14,7 +14,7 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -184,6 +184,18 @@ def machine() -> dict[str, str]:
         "device": device,
         "torch": torch.__version__,
     }
+
+
+def run_cases(
+    cases: Iterable[object], run_case: Callable[[object], dict[str, object]]
+) -> list[dict[str, object]]:
+    """``run_case(case)`` for each case, each row printed as it is measured; returns the rows."""
+    rows = []
+    for case in cases:
+        row = run_case(case)
+        print(row, flush=True)
+        rows.append(row)
+    return rows
 
 
 def markdown_table(rows: Sequence[dict[str, object]]) -> str:

@@ -168,6 +168,18 @@ void scatter_packed(const Packing& pk, int64_t D, const std::vector<scalar_t>& p
   for_packed_rows(pk, [&](int64_t frame, int64_t p) { std::copy_n(&packed[p * D], D, padded + frame * D); });
 }
 
+// Rows of a per-sample (B, D) array into sorted order (dst[j] = src[order[j]]) for the first `rows`
+// sorted rows, and back (dst[order[j]] = src[j]).
+template <typename scalar_t>
+void to_sorted(const Packing& pk, int64_t rows, int64_t D, const scalar_t* src, scalar_t* dst) {
+  for (int64_t j = 0; j < rows; ++j) std::copy_n(src + pk.order[j] * D, D, dst + j * D);
+}
+
+template <typename scalar_t>
+void from_sorted(const Packing& pk, int64_t D, const scalar_t* src, scalar_t* dst) {
+  for (int64_t j = 0; j < pk.B; ++j) std::copy_n(src + j * D, D, dst + pk.order[j] * D);
+}
+
 // Column sums of a (rows, cols) buffer into out (cols,), through ATen's vectorised reduction.
 template <typename scalar_t>
 void column_sum(const std::vector<scalar_t>& buf, int64_t rows, int64_t cols, scalar_t* out) {
@@ -192,7 +204,7 @@ void forward_kernel(const Packing& pk, int64_t I, int64_t H, const scalar_t* x, 
   }
   std::vector<scalar_t> h(pk.B * H), gh(pk.B * G), zero_bias(b_hh == nullptr ? G : 0, scalar_t(0));
   const scalar_t* bias_hh = b_hh != nullptr ? b_hh : zero_bias.data();
-  for (int64_t j = 0; j < pk.B; ++j) std::copy(h0 + pk.order[j] * H, h0 + (pk.order[j] + 1) * H, &h[j * H]);
+  to_sorted(pk, pk.B, H, h0, h.data());
   const auto row = Rows<scalar_t>::forward;
   for (int64_t s = 0; s < pk.steps; ++s) {
     const int64_t bs = pk.batch_sizes[s];
@@ -203,7 +215,7 @@ void forward_kernel(const Packing& pk, int64_t I, int64_t H, const scalar_t* x, 
           saved != nullptr ? saved + (b * pk.T + t) * 4 * H : nullptr);
     });
   }
-  for (int64_t j = 0; j < pk.B; ++j) std::copy(&h[j * H], &h[(j + 1) * H], h_n + pk.order[j] * H);
+  from_sorted(pk, H, h.data(), h_n);
 }
 
 template <typename scalar_t>
@@ -213,7 +225,7 @@ void backward_kernel(const Packing& pk, int64_t I, int64_t H, const scalar_t* gr
                      scalar_t* dh0, scalar_t* dw_ih, scalar_t* dw_hh, scalar_t* db_ih, scalar_t* db_hh) {
   const int64_t G = 3 * H;
   std::vector<scalar_t> d_gi(pk.P * G), d_gh(pk.P * G), dh(pk.B * H);
-  for (int64_t j = 0; j < pk.B; ++j) std::copy(grad_hn + pk.order[j] * H, grad_hn + (pk.order[j] + 1) * H, &dh[j * H]);
+  to_sorted(pk, pk.B, H, grad_hn, dh.data());
   const auto row = Rows<scalar_t>::backward;
   for (int64_t s = pk.steps - 1; s >= 0; --s) {
     const int64_t bs = pk.batch_sizes[s];
@@ -227,9 +239,7 @@ void backward_kernel(const Packing& pk, int64_t I, int64_t H, const scalar_t* gr
     });
     gemm(false, false, bs, H, G, d_gh_step, G, w_hh, H, dh.data(), H, true);  // dh += d(gh) W_hh
   }
-  if (need[1]) {
-    for (int64_t j = 0; j < pk.B; ++j) std::copy(&dh[j * H], &dh[(j + 1) * H], dh0 + pk.order[j] * H);
-  }
+  if (need[1]) from_sorted(pk, H, dh.data(), dh0);
   if (need[0]) {  // dx = d(gi) W_ih, scattered back to the padded frames (the rest stay zero)
     std::vector<scalar_t> dx_packed(pk.P * I);
     gemm(false, false, pk.P, I, G, d_gi.data(), G, w_ih, I, dx_packed.data(), I, false);
@@ -239,7 +249,7 @@ void backward_kernel(const Packing& pk, int64_t I, int64_t H, const scalar_t* gr
     const std::vector<scalar_t> x_packed = gather_packed(pk, I, x), out_packed = gather_packed(pk, H, out);
     // packed row (s, j)'s previous state is packed row (s - 1, j) of the outputs, or h0 at s = 0
     std::vector<scalar_t> h_prev(pk.P * H);
-    for (int64_t j = 0; j < pk.batch_sizes[0]; ++j) std::copy(h0 + pk.order[j] * H, h0 + (pk.order[j] + 1) * H, &h_prev[j * H]);
+    to_sorted(pk, pk.batch_sizes[0], H, h0, h_prev.data());
     for (int64_t s = 1; s < pk.steps; ++s) {
       std::copy(&out_packed[pk.offset[s - 1] * H], &out_packed[(pk.offset[s - 1] + pk.batch_sizes[s]) * H],
                 &h_prev[pk.offset[s] * H]);
@@ -289,18 +299,19 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_layer_backward_cp
               "gru_layer_backward: output must be (B, T, H) and the saved gates (B, T, 4H); got ", out_in.sizes(),
               " and ", saved_in.sizes(), " (was the forward run with save_gates=False?)");
   const Tensor out = out_in.contiguous(), saved = saved_in.contiguous();
-  const Tensor grad_out = grad_out_in.defined() ? grad_out_in.to(x.scalar_type()).contiguous() : at::zeros_like(out);
-  const Tensor grad_hn = grad_hn_in.defined() ? grad_hn_in.to(x.scalar_type()).contiguous() : at::zeros_like(h0);
+  const Tensor grad_out = grad_out_in.to(x.scalar_type()).contiguous();
+  const Tensor grad_hn = grad_hn_in.to(x.scalar_type()).contiguous();
   TORCH_CHECK(grad_out.sizes() == out.sizes() && grad_hn.sizes() == h0.sizes(),
               "gru_layer_backward: gradients must match the output (B, T, H) and h_n (B, H)");
   const auto opts = x.options();
   const bool need_bias = mask[3] && has_bias;
   Tensor dx = mask[0] ? at::zeros_like(x) : at::empty({0}, opts);
-  Tensor dh0 = mask[1] ? grad_hn.clone() : at::empty({0}, opts);
-  Tensor dw_ih = mask[2] ? at::zeros_like(w_ih) : at::empty({0}, opts);
-  Tensor dw_hh = mask[2] ? at::zeros_like(w_hh) : at::empty({0}, opts);
-  Tensor db_ih = need_bias ? at::zeros({3 * H}, opts) : at::empty({0}, opts);
-  Tensor db_hh = need_bias ? at::zeros({3 * H}, opts) : at::empty({0}, opts);
+  // all but dx (whose padding frames stay zero) are written whole by the kernel
+  Tensor dh0 = mask[1] ? at::empty_like(h0) : at::empty({0}, opts);
+  Tensor dw_ih = mask[2] ? at::empty_like(w_ih) : at::empty({0}, opts);
+  Tensor dw_hh = mask[2] ? at::empty_like(w_hh) : at::empty({0}, opts);
+  Tensor db_ih = need_bias ? at::empty({3 * H}, opts) : at::empty({0}, opts);
+  Tensor db_hh = need_bias ? at::empty({3 * H}, opts) : at::empty({0}, opts);
   if (B == 0 || H == 0) return {dx, dh0, dw_ih, dw_hh, db_ih, db_hh};
   const Packing pk(lengths, T, reverse);
   const std::array<bool, 4> need = {mask[0], mask[1], mask[2], need_bias};

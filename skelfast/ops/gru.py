@@ -41,7 +41,7 @@ def _check_inputs(
     bidirectional: bool,
     dropout: float,
 ) -> tuple[int, bool]:
-    """Validate one call; returns (hidden size, has_bias)."""
+    """Validate one call; returns (hidden size, tensors per cell: 4 with biases, else 2)."""
     check_rank("gru: x", x, 3, "(B, T, I)")
     check_floating("gru: x", x)
     if num_layers < 1:
@@ -96,7 +96,7 @@ def _check_inputs(
             f"gru: h0 must be (num_layers * directions, B, H) = ({num_layers * directions}, {batch}, {hidden}), "
             f"got {tuple(h0.shape)}"
         )
-    return hidden, per_cell == 4
+    return hidden, per_cell
 
 
 def _cpp_has_op() -> bool:
@@ -140,7 +140,7 @@ def gru(
         after its last valid frame (for the reverse direction, after frame 0). Differentiable in x,
         h0 and the weights.
     """
-    hidden, _ = _check_inputs(x, lengths, h0, weights, num_layers, bidirectional, dropout)
+    hidden, per_cell = _check_inputs(x, lengths, h0, weights, num_layers, bidirectional, dropout)
     directions = 2 if bidirectional else 1
     if h0 is None:
         h0 = x.new_zeros(num_layers * directions, x.shape[0], hidden)
@@ -149,7 +149,6 @@ def gru(
     if lengths is None:
         lengths = torch.full((x.shape[0],), x.shape[1], dtype=torch.int64)
     lengths = lengths.to("cpu", torch.int64)
-    per_cell = len(weights) // (num_layers * directions)
     layer_input, h_n = x, []
     for layer in range(num_layers):
         outputs = []
