@@ -15,6 +15,7 @@ start at any batch without reading the earlier ones.
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -89,10 +90,21 @@ def process_device(device: str | torch.device, info: DistInfo) -> torch.device:
     return device
 
 
-def shutdown(info: DistInfo) -> None:
-    """Leave the process group if ``init_distributed`` created it."""
-    if info.initialized_here and dist.is_initialized():
-        dist.destroy_process_group()
+def shutdown(info: DistInfo, clean: bool = True) -> None:
+    """Leave the process group if ``init_distributed`` created it.
+
+    On a clean exit every rank first meets at a barrier and drops the objects that still hold the
+    group (a DDP wrapper in a reference cycle), so that no rank tears its gloo pairs down while
+    another still uses them: rank 1 of a two-process CI run once aborted there ("terminate called
+    without an active exception"). After an error there is no barrier: the other ranks may never
+    reach it.
+    """
+    if not (info.initialized_here and dist.is_initialized()):
+        return
+    if clean:
+        gc.collect()
+        dist.barrier()
+    dist.destroy_process_group()
 
 
 def wrap_ddp(module: nn.Module, info: DistInfo, device: torch.device, find_unused: bool = False) -> nn.Module:

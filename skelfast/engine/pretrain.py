@@ -537,13 +537,16 @@ def pretrain(
     if max_steps is not None and max_steps < 0:
         raise ValueError(f"max_steps must be >= 0, got {max_steps}")
     info = distributed.init_distributed(device)
+    clean = False
     try:
         device = distributed.process_device(device, info)
-        return _pretrain(
+        run_dir = _pretrain(
             config, data, out, info, device, resume, max_steps, method, progress, tensorboard, log
         )
+        clean = True
+        return run_dir
     finally:
-        distributed.shutdown(info)
+        distributed.shutdown(info, clean)
 
 
 def _pretrain(
