@@ -139,8 +139,8 @@ class ISCConfig(MethodConfig):
         ``"graph"`` (256-d) / ``"image"`` (4096-d) from the pair.
     frames: length of every view (and the crop floor; official 64). Tests shrink it; the image
         encoder needs a multiple of 16.
-    gru_hidden, gru_layers, hcn_channels: encoder sizes (official 1024, 3, 64); the AGCN's widths
-        are fixed by the official architecture.
+    gru_hidden, gru_layers, hcn_channels, agcn_channels: encoder sizes (official 1024, 3, 64, 64);
+        agcn_channels is the AGCN's first width (its units have 1x, 2x and 4x that many channels).
     gru_causal (quirk, spec §1.3): True runs the official per-frame stepping, under which both
         "directions" read forwards; False runs a genuine bidirectional GRU (``BidirectionalSeqEncoder``).
     """
@@ -161,6 +161,7 @@ class ISCConfig(MethodConfig):
     gru_hidden: int = 1024
     gru_layers: int = 3
     hcn_channels: int = 64
+    agcn_channels: int = 64
     gru_causal: bool = True
 
     def representations(self) -> tuple[str, ...]:
@@ -186,6 +187,8 @@ class ISCConfig(MethodConfig):
             raise ValueError(
                 f"ISC: need shear_amplitude >= 0 and 0 <= p_corrupt <= 1, got {self.shear_amplitude}, {self.p_corrupt}"
             )
+        if self.agcn_channels < 4:
+            raise ValueError(f"ISC: agcn_channels must be >= 4, got {self.agcn_channels}")
         if "image" in reps and self.frames % 16:
             raise ValueError(f"ISC: the image encoder (HCN) needs frames divisible by 16, got {self.frames}")
 
@@ -197,7 +200,14 @@ def build_encoder(config: ISCConfig, representation: str) -> nn.Module:
         cls = ISCSeqEncoder if config.gru_causal else BidirectionalSeqEncoder
         return cls(c * v * m, config.gru_hidden, config.gru_layers, config.dim, config.mlp)
     if representation == "graph":
-        return AGCN(num_class=config.dim, num_point=v, num_person=m, in_channels=c, mlp=config.mlp)
+        return AGCN(
+            num_class=config.dim,
+            num_point=v,
+            num_person=m,
+            in_channels=c,
+            mlp=config.mlp,
+            base_channels=config.agcn_channels,
+        )
     if representation == "image":
         return HCN(c, v, m, config.hcn_channels, config.frames, config.dim, config.mlp)
     raise ValueError(f"ISC: unknown representation {representation!r}; known: {REPRESENTATIONS}")

@@ -156,6 +156,9 @@ class AGCN(OfficialEncoder):
     Linear(256, 256) -> ReLU -> Linear(256, num_class), else Linear(256, num_class); the last Linear
     starts at N(0, sqrt(2 / num_class)) as the official ``fc``. ``forward = project o representation``.
 
+    ``base_channels`` scales every width (official 64: units of 64, 128 and 256 channels, a 256-d
+    representation); a smaller one is a CPU-sized encoder of the same shape.
+
     Official checkpoints load unchanged with ``load_official_state_dict(sd,
     prefix="module.encoder_r.")`` (ISC's graph query encoder out of a MoCo checkpoint).
     """
@@ -168,14 +171,18 @@ class AGCN(OfficialEncoder):
         in_channels: int = 3,
         mlp: bool = True,
         A: torch.Tensor | None = None,
+        base_channels: int = 64,
     ) -> None:
         super().__init__()
         A = agcn_graph("ntu") if A is None else A
         if A.shape[1] != num_point:
             raise ValueError(f"AGCN: A is {tuple(A.shape)} but num_point={num_point}")
+        if base_channels < 4:  # the attention embeddings have a quarter of each unit's channels
+            raise ValueError(f"AGCN: base_channels must be >= 4, got {base_channels}")
         self.data_bn = nn.BatchNorm1d(num_person * in_channels * num_point)
         channels = in_channels
-        for i, (out, stride) in enumerate(AGCN_UNITS, start=1):
+        for i, (width, stride) in enumerate(AGCN_UNITS, start=1):
+            out = width * base_channels // 64
             self.add_module(f"l{i}", TCNGCNUnit(channels, out, A, stride=stride, residual=i > 1))
             channels = out
         fc = nn.Linear(channels, num_class)
@@ -184,7 +191,7 @@ class AGCN(OfficialEncoder):
         _bn_init(self.data_bn, 1)
 
     def representation(self, x: torch.Tensor) -> torch.Tensor:
-        """x (N, C, T, V, M) -> (N, 256)."""
+        """x (N, C, T, V, M) -> (N, 4 * base_channels), (N, 256) as official."""
         if x.dim() != 5 or x.shape[1] * x.shape[3] * x.shape[4] != self.data_bn.num_features:
             raise ValueError(
                 f"AGCN: x must be (N, C, T, V, M) with C*V*M={self.data_bn.num_features}, got {tuple(x.shape)}"

@@ -271,6 +271,15 @@ def test_each_pairing_runs(pair: str, dims: tuple[int, ...]) -> None:
         assert enc(view, lengths).shape == (4, dim)
 
 
+def test_agcn_channels_scale_the_graph_encoder() -> None:
+    method = ISC(tiny(pair="graph", agcn_channels=8))
+    assert method.feature_encoder().feature_dim == 32  # 4 x agcn_channels
+    x, lengths = batch()
+    out = method(x, lengths, torch.Generator().manual_seed(0))
+    out.loss.backward()
+    assert torch.isfinite(out.loss)
+
+
 def test_training_lowers_the_loss() -> None:
     torch.manual_seed(0)
     data = generate(num_samples=64, num_classes=8, max_frames=48, min_frames=24)
@@ -345,6 +354,8 @@ def test_bad_options_and_inputs_are_named() -> None:
         ISC(tiny(pair="seq-image", frames=24))
     with pytest.raises(ValueError, match="p_corrupt"):
         ISC(tiny(p_corrupt=1.5))
+    with pytest.raises(ValueError, match="agcn_channels"):
+        ISC(tiny(agcn_channels=2))
     with pytest.raises(ValueError, match="unknown option"):
         build_method("isc", {"queue": 5})
     method = ISC(tiny(pair="seq"))

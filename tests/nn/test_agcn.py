@@ -8,7 +8,7 @@ from skelfast.reference.encoders import OfficialAGCN
 from tests.utils import assert_close
 
 
-def hand_count(num_class: int = 128, k: int = 3, v: int = 25, m: int = 2) -> int:
+def hand_count(num_class: int = 128, k: int = 3, v: int = 25, m: int = 2, b: int = 64) -> int:
     """Parameters of skeleton-contrast's AGCN (spec/isc_crrl.md §1.3) with the ``--mlp`` head.
 
     unit(cin -> cout): PA (K*V*V)
@@ -31,13 +31,26 @@ def hand_count(num_class: int = 128, k: int = 3, v: int = 25, m: int = 2) -> int
             n += cin * cout + cout + 2 * cout
         return n
 
-    units = [(3, 64, False), (64, 64, False), (64, 64, False), (64, 64, False), (64, 128, True),
-             (128, 128, False), (128, 128, False), (128, 256, True), (256, 256, False), (256, 256, False)]  # fmt: skip
-    return sum(unit(*u) for u in units) + 2 * m * v * 3 + 256 * 256 + 256 + 256 * num_class + num_class
+    units = [(3, b, False), (b, b, False), (b, b, False), (b, b, False), (b, 2 * b, True),
+             (2 * b, 2 * b, False), (2 * b, 2 * b, False), (2 * b, 4 * b, True), (4 * b, 4 * b, False),
+             (4 * b, 4 * b, False)]  # fmt: skip
+    f = 4 * b  # the representation
+    return sum(unit(*u) for u in units) + 2 * m * v * 3 + f * f + f + f * num_class + num_class
 
 
 def test_parameter_count_matches_official_architecture():
     assert sum(p.numel() for p in AGCN().parameters()) == hand_count() == 3552778
+
+
+def test_scaled_widths():
+    """base_channels scales every unit (units of b, 2b, 4b channels; a 4b-d representation)."""
+    model = AGCN(num_class=32, base_channels=16)
+    assert sum(p.numel() for p in model.parameters()) == hand_count(num_class=32, b=16)
+    x = torch.randn(2, 3, 9, 25, 2)
+    assert model.representation(x).shape == (2, 64)
+    assert model(x).shape == (2, 32)
+    with pytest.raises(ValueError, match="base_channels must be >= 4"):
+        AGCN(base_channels=2)
 
 
 def test_shapes_odd_batch_and_length():
