@@ -17,7 +17,9 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <numeric>
+#include <utility>
 #include <vector>
 
 #include "../graph_conv/blas_cpu.h"
@@ -28,6 +30,26 @@ namespace {
 
 using at::Tensor;
 using cpu::gemm;
+
+// A std::vector that leaves its elements uninitialised: every work buffer below is written whole
+// before it is read, and zero-filling them first cost as much as a gate pass.
+template <typename T>
+struct UninitAllocator : std::allocator<T> {
+  template <typename U>
+  struct rebind {
+    using other = UninitAllocator<U>;
+  };
+  template <typename U>
+  void construct(U* p) noexcept {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <typename U, typename... Args>
+  void construct(U* p, Args&&... args) {
+    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+  }
+};
+template <typename T>
+using Buffer = std::vector<T, UninitAllocator<T>>;
 
 // Which samples run at each step, and where their rows sit in the packed (P, *) buffers.
 struct Packing {
@@ -157,15 +179,23 @@ void for_packed_rows(const Packing& pk, const Fn& fn) {
 }
 
 template <typename scalar_t>
-std::vector<scalar_t> gather_packed(const Packing& pk, int64_t D, const scalar_t* padded) {
-  std::vector<scalar_t> packed(pk.P * D);
+Buffer<scalar_t> gather_packed(const Packing& pk, int64_t D, const scalar_t* padded) {
+  Buffer<scalar_t> packed(pk.P * D);
   for_packed_rows(pk, [&](int64_t frame, int64_t p) { std::copy_n(padded + frame * D, D, &packed[p * D]); });
   return packed;
 }
 
 template <typename scalar_t>
-void scatter_packed(const Packing& pk, int64_t D, const std::vector<scalar_t>& packed, scalar_t* padded) {
+void scatter_packed(const Packing& pk, int64_t D, const Buffer<scalar_t>& packed, scalar_t* padded) {
   for_packed_rows(pk, [&](int64_t frame, int64_t p) { std::copy_n(&packed[p * D], D, padded + frame * D); });
+}
+
+// Zero the frames t >= len_b of a padded (B, T, D) tensor: the kernels write every valid frame, so
+// only the padding needs it (a whole-tensor zero fill cost as much as a gate pass).
+template <typename scalar_t>
+void zero_padding(const Packing& pk, int64_t D, scalar_t* padded) {
+  for (int64_t b = 0; b < pk.B; ++b)
+    std::fill_n(padded + (b * pk.T + pk.length[b]) * D, (pk.T - pk.length[b]) * D, scalar_t(0));
 }
 
 // Rows of a per-sample (B, D) array into sorted order (dst[j] = src[order[j]]) for the first `rows`
@@ -182,7 +212,7 @@ void from_sorted(const Packing& pk, int64_t D, const scalar_t* src, scalar_t* ds
 
 // Column sums of a (rows, cols) buffer into out (cols,), through ATen's vectorised reduction.
 template <typename scalar_t>
-void column_sum(const std::vector<scalar_t>& buf, int64_t rows, int64_t cols, scalar_t* out) {
+void column_sum(const Buffer<scalar_t>& buf, int64_t rows, int64_t cols, scalar_t* out) {
   const auto opts = at::TensorOptions().dtype(c10::CppTypeToScalarType<scalar_t>::value);
   at::Tensor dst = at::from_blob(out, {cols}, opts);
   at::sum_out(dst, at::from_blob(const_cast<scalar_t*>(buf.data()), {rows, cols}, opts), {0});
@@ -194,15 +224,16 @@ void forward_kernel(const Packing& pk, int64_t I, int64_t H, const scalar_t* x, 
                     scalar_t* out, scalar_t* h_n, scalar_t* saved) {
   const int64_t G = 3 * H;
   // gi = x W_ih^T + b_ih for every packed row at once.
-  const std::vector<scalar_t> x_packed = gather_packed(pk, I, x);
-  std::vector<scalar_t> gi(pk.P * G);
+  const Buffer<scalar_t> x_packed = gather_packed(pk, I, x);
+  Buffer<scalar_t> gi(pk.P * G);
   gemm(false, true, pk.P, G, I, x_packed.data(), I, w_ih, I, gi.data(), G, false);
   if (b_ih != nullptr) {
     for_rows(pk.P, G, [&](int64_t p) {
       for (int64_t i = 0; i < G; ++i) gi[p * G + i] += b_ih[i];
     });
   }
-  std::vector<scalar_t> h(pk.B * H), gh(pk.B * G), zero_bias(b_hh == nullptr ? G : 0, scalar_t(0));
+  Buffer<scalar_t> h(pk.B * H), gh(pk.B * G);
+  std::vector<scalar_t> zero_bias(b_hh == nullptr ? G : 0, scalar_t(0));
   const scalar_t* bias_hh = b_hh != nullptr ? b_hh : zero_bias.data();
   to_sorted(pk, pk.B, H, h0, h.data());
   const auto row = Rows<scalar_t>::forward;
@@ -224,7 +255,7 @@ void backward_kernel(const Packing& pk, int64_t I, int64_t H, const scalar_t* gr
                      const scalar_t* out, const scalar_t* saved, std::array<bool, 4> need, scalar_t* dx,
                      scalar_t* dh0, scalar_t* dw_ih, scalar_t* dw_hh, scalar_t* db_ih, scalar_t* db_hh) {
   const int64_t G = 3 * H;
-  std::vector<scalar_t> d_gi(pk.P * G), d_gh(pk.P * G), dh(pk.B * H);
+  Buffer<scalar_t> d_gi(pk.P * G), d_gh(pk.P * G), dh(pk.B * H);
   to_sorted(pk, pk.B, H, grad_hn, dh.data());
   const auto row = Rows<scalar_t>::backward;
   for (int64_t s = pk.steps - 1; s >= 0; --s) {
@@ -241,14 +272,14 @@ void backward_kernel(const Packing& pk, int64_t I, int64_t H, const scalar_t* gr
   }
   if (need[1]) from_sorted(pk, H, dh.data(), dh0);
   if (need[0]) {  // dx = d(gi) W_ih, scattered back to the padded frames (the rest stay zero)
-    std::vector<scalar_t> dx_packed(pk.P * I);
+    Buffer<scalar_t> dx_packed(pk.P * I);
     gemm(false, false, pk.P, I, G, d_gi.data(), G, w_ih, I, dx_packed.data(), I, false);
     scatter_packed(pk, I, dx_packed, dx);
   }
   if (need[2]) {
-    const std::vector<scalar_t> x_packed = gather_packed(pk, I, x), out_packed = gather_packed(pk, H, out);
+    const Buffer<scalar_t> x_packed = gather_packed(pk, I, x), out_packed = gather_packed(pk, H, out);
     // packed row (s, j)'s previous state is packed row (s - 1, j) of the outputs, or h0 at s = 0
-    std::vector<scalar_t> h_prev(pk.P * H);
+    Buffer<scalar_t> h_prev(pk.P * H);
     to_sorted(pk, pk.batch_sizes[0], H, h0, h_prev.data());
     for (int64_t s = 1; s < pk.steps; ++s) {
       std::copy(&out_packed[pk.offset[s - 1] * H], &out_packed[(pk.offset[s - 1] + pk.batch_sizes[s]) * H],
@@ -272,12 +303,14 @@ std::tuple<Tensor, Tensor, Tensor> gru_layer_cpu(const Tensor& x_in, const Tenso
   const Tensor x = x_in.contiguous(), h0 = h0_in.contiguous(), w_ih = w_ih_in.contiguous(), w_hh = w_hh_in.contiguous();
   const Tensor bi = b_ih.has_value() ? b_ih->contiguous() : Tensor(), bh = b_hh.has_value() ? b_hh->contiguous() : Tensor();
   const int64_t B = x.size(0), T = x.size(1), I = x.size(2), H = w_hh.size(1);
-  Tensor out = at::zeros({B, T, H}, x.options());
+  Tensor out = at::empty({B, T, H}, x.options());
   Tensor h_n = h0.clone();
-  Tensor saved = save_gates ? at::zeros({B, T, 4 * H}, x.options()) : at::empty({0}, x.options());
-  if (B == 0 || H == 0) return {out, h_n, saved};
+  Tensor saved = save_gates ? at::empty({B, T, 4 * H}, x.options()) : at::empty({0}, x.options());
+  if (B == 0 || H == 0) return {out.zero_(), h_n, saved.zero_()};
   const Packing pk(lengths, T, reverse);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gru_layer_cpu", [&] {
+    zero_padding(pk, H, out.mutable_data_ptr<scalar_t>());  // the output is zero past each length
+    if (save_gates) zero_padding(pk, 4 * H, saved.mutable_data_ptr<scalar_t>());  // deterministic
     forward_kernel<scalar_t>(pk, I, H, x.const_data_ptr<scalar_t>(), h0.const_data_ptr<scalar_t>(),
                              w_ih.const_data_ptr<scalar_t>(), w_hh.const_data_ptr<scalar_t>(),
                              bi.defined() ? bi.const_data_ptr<scalar_t>() : nullptr,
@@ -305,18 +338,19 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_layer_backward_cp
               "gru_layer_backward: gradients must match the output (B, T, H) and h_n (B, H)");
   const auto opts = x.options();
   const bool need_bias = mask[3] && has_bias;
-  Tensor dx = mask[0] ? at::zeros_like(x) : at::empty({0}, opts);
-  // all but dx (whose padding frames stay zero) are written whole by the kernel
+  Tensor dx = mask[0] ? at::empty_like(x) : at::empty({0}, opts);
+  // all are written whole by the kernel, but for dx's padding frames (zeroed below)
   Tensor dh0 = mask[1] ? at::empty_like(h0) : at::empty({0}, opts);
   Tensor dw_ih = mask[2] ? at::empty_like(w_ih) : at::empty({0}, opts);
   Tensor dw_hh = mask[2] ? at::empty_like(w_hh) : at::empty({0}, opts);
   Tensor db_ih = need_bias ? at::empty({3 * H}, opts) : at::empty({0}, opts);
   Tensor db_hh = need_bias ? at::empty({3 * H}, opts) : at::empty({0}, opts);
-  if (B == 0 || H == 0) return {dx, dh0, dw_ih, dw_hh, db_ih, db_hh};
+  if (B == 0 || H == 0) return {dx.zero_(), dh0, dw_ih, dw_hh, db_ih, db_hh};
   const Packing pk(lengths, T, reverse);
   const std::array<bool, 4> need = {mask[0], mask[1], mask[2], need_bias};
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gru_layer_backward_cpu", [&] {
     auto ptr = [](Tensor& t) { return t.numel() > 0 ? t.mutable_data_ptr<scalar_t>() : nullptr; };
+    if (mask[0]) zero_padding(pk, I, dx.mutable_data_ptr<scalar_t>());
     backward_kernel<scalar_t>(pk, I, H, grad_out.const_data_ptr<scalar_t>(), grad_hn.const_data_ptr<scalar_t>(),
                               x.const_data_ptr<scalar_t>(), h0.const_data_ptr<scalar_t>(),
                               w_ih.const_data_ptr<scalar_t>(), w_hh.const_data_ptr<scalar_t>(),
