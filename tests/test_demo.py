@@ -8,7 +8,7 @@ import json
 import pytest
 
 from skelfast import demo
-from skelfast.configs import available, load_config
+from skelfast.configs import available, config_path, load_config
 
 TINY_CRRL = [  # the crrl demo recipe shrunk to seconds: 3 classes, a 4-unit GRU, one epoch per stage
     "model.hidden_size=4",
@@ -23,15 +23,28 @@ TINY_CRRL = [  # the crrl demo recipe shrunk to seconds: 3 classes, a 4-unit GRU
 ]
 
 
+# Quirk switches a demo recipe flips to its corrected behaviour; each must be argued, with the runs
+# that measured it, in the recipe's header (crrl: with the released fixed random key MLP every key is
+# nearly the same vector and stage 1 learns nothing).
+DEMO_CORRECTIONS = {"crrl": {"update_key_mlp"}}
+
+
 def test_every_method_has_a_demo_recipe_built_on_its_official_config():
     for method in demo.DEMO_METHODS:
         assert f"{method}_demo" in available()
         config, official = load_config(f"{method}_demo"), load_config(method)
         assert config["method"] == official["method"] == method
-        # the recipe changes sizes, not the method: every quirk switch the official config sets is kept
+        header = "".join(
+            line for line in config_path(f"{method}_demo").read_text().splitlines() if line.startswith("#")
+        )
+        corrections = DEMO_CORRECTIONS.get(method, set())
+        # the recipe changes sizes, not the method: every quirk switch the official config sets is
+        # kept, but for the corrections listed above, which its header must name
         for key, value in official["model"].items():
             if isinstance(value, str) or isinstance(value, bool):
-                assert config["model"].get(key, value) == value, (method, key)
+                kept = config["model"].get(key, value) == value
+                assert kept != (key in corrections), (method, key)
+                assert kept or key in header, (method, key, "a correction the header does not name")
 
 
 def test_demo_pretrains_and_evaluates_against_random_init(tmp_path, monkeypatch):
