@@ -93,9 +93,11 @@ def process_device(device: str | torch.device, info: DistInfo) -> torch.device:
 def shutdown(info: DistInfo, clean: bool = True) -> None:
     """Leave the process group if ``init_distributed`` created it.
 
-    On a clean exit every rank first meets at a barrier and drops the objects that still hold the
-    group (a DDP wrapper in a reference cycle), so that no rank tears its gloo pairs down while
-    another still uses them: rank 1 of a two-process CI run once aborted there ("terminate called
+    On a clean exit every rank first meets at a barrier, so that no rank tears its gloo pairs down
+    while another still uses them, and collects the objects that still hold the group (a DDP
+    wrapper in a reference cycle), so that the group really dies here and not at interpreter
+    finalisation, where gloo's worker threads releasing tensors abort the process (pytorch PR
+    #179291 describes it). Rank 1 of a two-process CI run once aborted at exit ("terminate called
     without an active exception"). After an error there is no barrier: the other ranks may never
     reach it.
     """
