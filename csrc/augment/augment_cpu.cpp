@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -68,37 +69,52 @@ void temporal_taps(const int64_t* valid, const int64_t* start, const int64_t* le
   }
 }
 
-// blurred[c, t, :] = sum_k taps[k] * y[c, t + k - R, :] over the taps in [first, last) that land
-// inside [0, T) (zero padding), for the 3 channels of one sample of (T, VM) rows. Columns are
-// taken in blocks held in registers over the taps. An AVX2 clone is picked at load time where
-// the CPU has it (each element's arithmetic is the same in both clones: no FMA).
+// blurred[c, t, :] = sum_k taps[k] * y[c, t + k - R, :] over the taps in [first, last), zero padded
+// in time, for the 3 channels of one sample of (T, VM) rows. Each channel is copied between R zero
+// rows in `padded` ((T + 2R) VM values), so the blur is one stencil over the flat T * VM values,
+// out[i] = sum_k taps[k] * padded[i + k VM], with no per-row tap ranges and no short row tails.
+// kVecs 64-byte vectors of sums stay in registers over the taps (GCC vector types: as plain arrays
+// the sums went through the stack at every tap). An AVX-512 and an AVX2 clone are picked at load
+// time where the CPU has them; none contracts to FMA, so every clone gives the same bits.
+template <typename scalar_t, int kVecs>
+__attribute__((always_inline)) inline void stencil_block(const scalar_t* src, scalar_t* dst, const scalar_t* taps,
+                                                        int64_t first, int64_t last, int64_t VM) {
+  typedef scalar_t vec __attribute__((vector_size(64)));
+  vec acc[kVecs] = {};
+  for (int64_t k = first; k < last; ++k) {
+    const vec wk = vec{} + taps[k];
+    const scalar_t* s = src + k * VM;
+    for (int v = 0; v < kVecs; ++v) {
+      vec x;
+      std::memcpy(&x, s + v * (64 / sizeof(scalar_t)), sizeof x);
+      acc[v] += wk * x;
+    }
+  }
+  std::memcpy(dst, acc, sizeof acc);
+}
+
 template <typename scalar_t>
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-__attribute__((target_clones("avx2", "default")))
+__attribute__((target_clones("avx512f", "avx2", "default"), optimize("fp-contract=off")))
 #endif
-void blur_sample(const scalar_t* y, scalar_t* blurred, const scalar_t* taps, int64_t first, int64_t last,
-                 int64_t T, int64_t VM, int64_t R) {
-  constexpr int64_t kBlock = 16;
+void blur_sample(const scalar_t* y, scalar_t* blurred, scalar_t* padded, const scalar_t* taps, int64_t first,
+                 int64_t last, int64_t T, int64_t VM, int64_t R) {
+  constexpr int64_t kLanes = 64 / sizeof(scalar_t);
+  const int64_t plane = T * VM;
+  std::fill(padded, padded + R * VM, scalar_t(0));
+  std::fill(padded + (R + T) * VM, padded + (T + 2 * R) * VM, scalar_t(0));
   for (int64_t c = 0; c < 3; ++c) {
-    const scalar_t* yc = y + c * T * VM;
-    for (int64_t t = 0; t < T; ++t) {
-      scalar_t* dst = blurred + (c * T + t) * VM;
-      const int64_t k0 = std::max<int64_t>(first, R - t), k1 = std::min<int64_t>(last, T + R - t);
-      int64_t j0 = 0;
-      for (; j0 + kBlock <= VM; j0 += kBlock) {
-        scalar_t acc[kBlock] = {};
-        for (int64_t k = k0; k < k1; ++k) {
-          const scalar_t wk = taps[k];
-          const scalar_t* s = yc + (t + k - R) * VM + j0;
-          for (int64_t j = 0; j < kBlock; ++j) acc[j] += wk * s[j];
-        }
-        for (int64_t j = 0; j < kBlock; ++j) dst[j0 + j] = acc[j];
-      }
-      for (int64_t j = j0; j < VM; ++j) {
-        scalar_t acc = 0;
-        for (int64_t k = k0; k < k1; ++k) acc += taps[k] * yc[(t + k - R) * VM + j];
-        dst[j] = acc;
-      }
+    std::copy(y + c * plane, y + (c + 1) * plane, padded + R * VM);
+    scalar_t* out = blurred + c * plane;
+    int64_t i = 0;
+    for (; i + 4 * kLanes <= plane; i += 4 * kLanes)
+      stencil_block<scalar_t, 4>(padded + i, out + i, taps, first, last, VM);
+    for (; i + kLanes <= plane; i += kLanes)
+      stencil_block<scalar_t, 1>(padded + i, out + i, taps, first, last, VM);
+    for (; i < plane; ++i) {
+      scalar_t acc = 0;
+      for (int64_t k = first; k < last; ++k) acc += taps[k] * padded[i + k * VM];
+      out[i] = acc;
     }
   }
 }
@@ -143,7 +159,8 @@ void augment_kernel(const Tensor& x, const int64_t* i0, const int64_t* i1, const
     masked_at[t + 1] = static_cast<int64_t>(masked_cols.size());
   }
   at::parallel_for(0, workers, 1, [&](int64_t, int64_t) {
-    std::vector<scalar_t> y(sample_size), blurred(sample_size), coef(9 * VM), p(3 * VM);
+    std::vector<scalar_t> y(sample_size), blurred(sample_size), padded((T + 2 * R) * VM), coef(9 * VM),
+        p(3 * VM);
     std::vector<int64_t> column(VM);
     std::vector<float> noise;
     for (int64_t n = next_sample++; n < N; n = next_sample++) {
@@ -235,7 +252,7 @@ void augment_kernel(const Tensor& x, const int64_t* i0, const int64_t* i1, const
         int64_t first = 0, last = K;
         while (first < last && tp[first] == scalar_t(0)) ++first;
         while (last > first && tp[last - 1] == scalar_t(0)) --last;
-        blur_sample(y.data(), blurred.data(), tp, first, last, T, VM, R);
+        blur_sample(y.data(), blurred.data(), padded.data(), tp, first, last, T, VM, R);
         pre = blurred.data();
       }
       // 3. axis mask, stream, joint mask
