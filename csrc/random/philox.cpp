@@ -86,38 +86,17 @@ __attribute__((target("avx2"))) inline __m256 log8(__m256 x) {
   const __m256 e = _mm256_cvtepi32_ps(exponent);
   const __m256i doubled = _mm256_add_epi32(m0, _mm256_and_si256(low, _mm256_set1_epi32(1 << 23)));
   const __m256 m = _mm256_sub_ps(bits_to_float(doubled), _mm256_set1_ps(1.0f));
-  const __m256 z = _mm256_mul_ps(m, m);
-  __m256 y = _mm256_set1_ps(7.0376836292e-2f);
-  y = _mm256_add_ps(_mm256_mul_ps(y, m), _mm256_set1_ps(-1.1514610310e-1f));
-  y = _mm256_add_ps(_mm256_mul_ps(y, m), _mm256_set1_ps(1.1676998740e-1f));
-  y = _mm256_add_ps(_mm256_mul_ps(y, m), _mm256_set1_ps(-1.2420140846e-1f));
-  y = _mm256_add_ps(_mm256_mul_ps(y, m), _mm256_set1_ps(1.4249322787e-1f));
-  y = _mm256_add_ps(_mm256_mul_ps(y, m), _mm256_set1_ps(-1.6668057665e-1f));
-  y = _mm256_add_ps(_mm256_mul_ps(y, m), _mm256_set1_ps(2.0000714765e-1f));
-  y = _mm256_add_ps(_mm256_mul_ps(y, m), _mm256_set1_ps(-2.4999993993e-1f));
-  y = _mm256_add_ps(_mm256_mul_ps(y, m), _mm256_set1_ps(3.3333331174e-1f));
-  y = _mm256_mul_ps(_mm256_mul_ps(y, m), z);
-  y = _mm256_add_ps(y, _mm256_mul_ps(_mm256_set1_ps(-2.12194440e-4f), e));
-  y = _mm256_add_ps(y, _mm256_mul_ps(_mm256_set1_ps(-0.5f), z));
-  return _mm256_add_ps(_mm256_add_ps(m, y), _mm256_mul_ps(_mm256_set1_ps(0.693359375f), e));
+  __m256 out;
+  log_polynomial(&m, &e, &out);
+  return out;
 }
 
 __attribute__((target("avx2"))) inline void sincos8(__m256 x, __m256* sin_x, __m256* cos_x) {
   __m256i j = _mm256_cvttps_epi32(_mm256_mul_ps(x, _mm256_set1_ps(1.27323954473516f)));
   j = _mm256_add_epi32(j, _mm256_and_si256(j, _mm256_set1_epi32(1)));
   const __m256 y = _mm256_cvtepi32_ps(j);
-  __m256 r = _mm256_sub_ps(x, _mm256_mul_ps(y, _mm256_set1_ps(0.78515625f)));
-  r = _mm256_sub_ps(r, _mm256_mul_ps(y, _mm256_set1_ps(2.4187564849853515625e-4f)));
-  r = _mm256_sub_ps(r, _mm256_mul_ps(y, _mm256_set1_ps(3.77489497744594108e-8f)));
-  const __m256 z = _mm256_mul_ps(r, r);
-  __m256 c = _mm256_add_ps(_mm256_mul_ps(_mm256_set1_ps(2.443315711809948e-5f), z),
-                           _mm256_set1_ps(-1.388731625493765e-3f));
-  c = _mm256_add_ps(_mm256_mul_ps(c, z), _mm256_set1_ps(4.166664568298827e-2f));
-  c = _mm256_mul_ps(_mm256_mul_ps(c, z), z);
-  c = _mm256_add_ps(_mm256_sub_ps(c, _mm256_mul_ps(_mm256_set1_ps(0.5f), z)), _mm256_set1_ps(1.0f));
-  __m256 s = _mm256_add_ps(_mm256_mul_ps(_mm256_set1_ps(-1.9515295891e-4f), z), _mm256_set1_ps(8.3321608736e-3f));
-  s = _mm256_add_ps(_mm256_mul_ps(s, z), _mm256_set1_ps(-1.6666654611e-1f));
-  s = _mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(s, z), r), r);
+  __m256 s, c;
+  sincos_polynomials(&x, &y, &s, &c);
   const __m256i swap = _mm256_sub_epi32(_mm256_setzero_si256(),
                                         _mm256_and_si256(_mm256_srli_epi32(j, 1), _mm256_set1_epi32(1)));
   const __m256i four = _mm256_set1_epi32(4);
@@ -247,38 +226,17 @@ inline __m512 log16(__m512 x) {
   const __m512 e = _mm512_cvtepi32_ps(_mm512_mask_sub_epi32(biased, low, biased, _mm512_set1_epi32(1)));
   const __m512i doubled = _mm512_mask_add_epi32(m0, low, m0, _mm512_set1_epi32(1 << 23));
   const __m512 m = _mm512_sub_ps(_mm512_castsi512_ps(doubled), _mm512_set1_ps(1.0f));
-  const __m512 z = _mm512_mul_ps(m, m);
-  __m512 y = _mm512_set1_ps(7.0376836292e-2f);
-  y = _mm512_add_ps(_mm512_mul_ps(y, m), _mm512_set1_ps(-1.1514610310e-1f));
-  y = _mm512_add_ps(_mm512_mul_ps(y, m), _mm512_set1_ps(1.1676998740e-1f));
-  y = _mm512_add_ps(_mm512_mul_ps(y, m), _mm512_set1_ps(-1.2420140846e-1f));
-  y = _mm512_add_ps(_mm512_mul_ps(y, m), _mm512_set1_ps(1.4249322787e-1f));
-  y = _mm512_add_ps(_mm512_mul_ps(y, m), _mm512_set1_ps(-1.6668057665e-1f));
-  y = _mm512_add_ps(_mm512_mul_ps(y, m), _mm512_set1_ps(2.0000714765e-1f));
-  y = _mm512_add_ps(_mm512_mul_ps(y, m), _mm512_set1_ps(-2.4999993993e-1f));
-  y = _mm512_add_ps(_mm512_mul_ps(y, m), _mm512_set1_ps(3.3333331174e-1f));
-  y = _mm512_mul_ps(_mm512_mul_ps(y, m), z);
-  y = _mm512_add_ps(y, _mm512_mul_ps(_mm512_set1_ps(-2.12194440e-4f), e));
-  y = _mm512_add_ps(y, _mm512_mul_ps(_mm512_set1_ps(-0.5f), z));
-  return _mm512_add_ps(_mm512_add_ps(m, y), _mm512_mul_ps(_mm512_set1_ps(0.693359375f), e));
+  __m512 out;
+  log_polynomial(&m, &e, &out);
+  return out;
 }
 
 inline void sincos16(__m512 x, __m512* sin_x, __m512* cos_x) {
   __m512i j = _mm512_cvttps_epi32(_mm512_mul_ps(x, _mm512_set1_ps(1.27323954473516f)));
   j = _mm512_add_epi32(j, _mm512_and_si512(j, _mm512_set1_epi32(1)));
   const __m512 y = _mm512_cvtepi32_ps(j);
-  __m512 r = _mm512_sub_ps(x, _mm512_mul_ps(y, _mm512_set1_ps(0.78515625f)));
-  r = _mm512_sub_ps(r, _mm512_mul_ps(y, _mm512_set1_ps(2.4187564849853515625e-4f)));
-  r = _mm512_sub_ps(r, _mm512_mul_ps(y, _mm512_set1_ps(3.77489497744594108e-8f)));
-  const __m512 z = _mm512_mul_ps(r, r);
-  __m512 c = _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(2.443315711809948e-5f), z),
-                           _mm512_set1_ps(-1.388731625493765e-3f));
-  c = _mm512_add_ps(_mm512_mul_ps(c, z), _mm512_set1_ps(4.166664568298827e-2f));
-  c = _mm512_mul_ps(_mm512_mul_ps(c, z), z);
-  c = _mm512_add_ps(_mm512_sub_ps(c, _mm512_mul_ps(_mm512_set1_ps(0.5f), z)), _mm512_set1_ps(1.0f));
-  __m512 s = _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(-1.9515295891e-4f), z), _mm512_set1_ps(8.3321608736e-3f));
-  s = _mm512_add_ps(_mm512_mul_ps(s, z), _mm512_set1_ps(-1.6666654611e-1f));
-  s = _mm512_add_ps(_mm512_mul_ps(_mm512_mul_ps(s, z), r), r);
+  __m512 s, c;
+  sincos_polynomials(&x, &y, &s, &c);
   // octants 2 and 6 swap the polynomials
   const __mmask16 swap = _mm512_test_epi32_mask(j, _mm512_set1_epi32(2));
   const __m512i four = _mm512_set1_epi32(4);

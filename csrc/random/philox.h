@@ -49,6 +49,47 @@ inline float clamp_tiny(float u) {
   return as_float(std::max(as_bits(u), as_bits(1.0e-7f)));
 }
 
+// The float arithmetic every form shares, written once for float and for the GCC vector types
+// __m256 / __m512 (their operators act lane-wise, a scalar operand is broadcast). Each form picks
+// its own bits (exponent, octant, signs); these give the same roundings in the same order in all
+// of them, which is what makes the forms agree bit for bit (no form may contract them to FMA).
+// Pointers, not vector arguments or returns: those would change the ABI outside AVX code.
+
+// Cephes logf's polynomial: log(m0 2^e) = (m + y) + 0.693359375 e for m = m0 - 1 (m0 in
+// [sqrt(1/2), sqrt(2))), e the exponent as a float, with the tail -2.12194440e-4 e folded into y
+template <typename F>
+__attribute__((always_inline)) inline void log_polynomial(const F* m_in, const F* e_in, F* out) {
+  const F m = *m_in, e = *e_in;
+  const F z = m * m;
+  F y = m * 7.0376836292e-2f - 1.1514610310e-1f;
+  y = y * m + 1.1676998740e-1f;
+  y = y * m - 1.2420140846e-1f;
+  y = y * m + 1.4249322787e-1f;
+  y = y * m - 1.6668057665e-1f;
+  y = y * m + 2.0000714765e-1f;
+  y = y * m - 2.4999993993e-1f;
+  y = y * m + 3.3333331174e-1f;
+  y = y * m * z;
+  y = y + e * -2.12194440e-4f;
+  y = y - z * 0.5f;
+  *out = (m + y) + e * 0.693359375f;
+}
+
+// Cephes sinf/cosf's reduction and polynomials: x - j pi/4 in three parts (y = j as a float), then
+// the sine and cosine polynomials of the remainder r (|r| <= pi/4)
+template <typename F>
+__attribute__((always_inline)) inline void sincos_polynomials(const F* x_in, const F* y_in, F* s_out, F* c_out) {
+  const F y = *y_in;
+  const F r = ((*x_in - y * 0.78515625f) - y * 2.4187564849853515625e-4f) - y * 3.77489497744594108e-8f;
+  const F z = r * r;
+  F c = z * 2.443315711809948e-5f - 1.388731625493765e-3f;
+  c = c * z + 4.166664568298827e-2f;
+  *c_out = (c * z * z - z * 0.5f) + 1.0f;
+  F s = z * -1.9515295891e-4f + 8.3321608736e-3f;
+  s = s * z - 1.6666654611e-1f;
+  *s_out = s * z * r + r;
+}
+
 // Cephes logf for normal x > 0 (here x in [1e-7, 1)): mantissa in [sqrt(1/2), sqrt(2)), degree-9
 // polynomial, exponent added in two parts. Selections are arithmetic so the caller's loop has no
 // branches (GCC would otherwise thread them and give up vectorising).
@@ -60,20 +101,9 @@ inline float log_positive(float x) {
   const int32_t low = static_cast<int32_t>(m0 < 0x3f3504f3u);
   const float e = static_cast<float>(static_cast<int32_t>(bits >> 23) - 126 - low);
   const float m = as_float(m0 + (static_cast<uint32_t>(low) << 23)) - 1.0f;
-  const float z = m * m;
-  float y = 7.0376836292e-2f;
-  y = y * m - 1.1514610310e-1f;
-  y = y * m + 1.1676998740e-1f;
-  y = y * m - 1.2420140846e-1f;
-  y = y * m + 1.4249322787e-1f;
-  y = y * m - 1.6668057665e-1f;
-  y = y * m + 2.0000714765e-1f;
-  y = y * m - 2.4999993993e-1f;
-  y = y * m + 3.3333331174e-1f;
-  y = y * m * z;
-  y += -2.12194440e-4f * e;
-  y += -0.5f * z;
-  return (m + y) + 0.693359375f * e;
+  float out;
+  log_polynomial(&m, &e, &out);
+  return out;
 }
 
 // Cephes sinf/cosf for x in [0, 2 pi]: octant j = x * 4/pi rounded up to even, three-part
@@ -83,11 +113,8 @@ inline void sincos_small(float x, float* sin_x, float* cos_x) {
   int32_t j = static_cast<int32_t>(x * 1.27323954473516f);
   j += j & 1;
   const float y = static_cast<float>(j);
-  const float r = ((x - y * 0.78515625f) - y * 2.4187564849853515625e-4f) - y * 3.77489497744594108e-8f;
-  const float z = r * r;
-  const float c = ((2.443315711809948e-5f * z - 1.388731625493765e-3f) * z + 4.166664568298827e-2f) * z * z -
-                  0.5f * z + 1.0f;
-  const float s = ((-1.9515295891e-4f * z + 8.3321608736e-3f) * z - 1.6666654611e-1f) * z * r + r;
+  float s, c;
+  sincos_polynomials(&x, &y, &s, &c);
   const uint32_t swap = 0u - static_cast<uint32_t>((j >> 1) & 1);  // all ones in octants 2 and 6
   const uint32_t cos_sign = static_cast<uint32_t>((j + 2) & 4) << 29, sin_sign = static_cast<uint32_t>(j & 4) << 29;
   const uint32_t sb = as_bits(s), cb = as_bits(c);
