@@ -5,7 +5,8 @@
 // thread (cache-sized) instead of the reference's (N, K, C_out, T, V) tensor, and every product
 // is a GEMM on raw pointers (blas_cpu.h). Two contraction orders, chosen from the channel counts:
 //   aggregate-first (C_in <= C_out): X_k = x_n A_k (K skinny GEMMs over C_in*T rows), then one
-//     GEMM y_n = [W_0 .. W_{K-1}] [X_0; ..; X_{K-1}] with inner dimension K*C_in;
+//     GEMM y_n = [W_0 .. W_{K-1}] [X_0; ..; X_{K-1}] with inner dimension K*C_in (K*(C_in+1) with a
+//     bias, which rides in it as a constant input channel);
 //   mix-first (C_out < C_in): Z = W x_n (one GEMM), then y_n = sum_k Z_k A_k over C_out*T rows.
 // The skinny aggregation GEMMs scale with whichever channel count is smaller. (A hand-vectorised
 // aggregation kernel and batching several samples per ATen call were tried; neither beat this.)
@@ -61,18 +62,26 @@ struct Problem {
   int64_t rows() const { return (agg ? C : O) * T; }  // rows of each subset's buffer
 };
 
+// Aggregate-first with a bias folds it into the channel mix: the buffer of every subset k gets one
+// more channel whose rows are colsum(A_k) (the aggregation of a constant 1), written once per
+// thread, and Wb[o, k*(C+1) + C] = b[k*O + o]. (W_k x + b_k 1) A_k = W_k x A_k + b_k colsum(A_k),
+// so the mix GEMM adds the bias term with no pass of its own over y.
 template <typename scalar_t>
-void forward_kernel(const Problem& p, const scalar_t* x, const scalar_t* W, const scalar_t* Wp, const scalar_t* A,
-                    const scalar_t* bias_table, scalar_t* y) {
+void forward_kernel(const Problem& p, const scalar_t* x, const scalar_t* W, const scalar_t* Wmix, const scalar_t* A,
+                    const scalar_t* colsum, const scalar_t* bias_table, scalar_t* y) {
   const int64_t C = p.C, T = p.T, V = p.V, K = p.K, O = p.O, TV = T * V, R = p.rows();
+  const int64_t Cb = C + (colsum != nullptr ? 1 : 0);  // channels per subset block of the buffer
   for_each_chunk(p.N, [&](int64_t, int64_t begin, int64_t end) {
-    std::vector<scalar_t> buf(K * R * V);
+    std::vector<scalar_t> buf(p.agg ? K * Cb * TV : K * R * V);
+    for (int64_t k = 0; colsum != nullptr && k < K; ++k)
+      for (int64_t t = 0; t < T; ++t) std::copy(colsum + k * V, colsum + (k + 1) * V, &buf[(k * Cb + C) * TV + t * V]);
     for (int64_t n = begin; n < end; ++n) {
       const scalar_t* xn = x + n * C * TV;
       scalar_t* yn = y + n * O * TV;
       if (p.agg) {
-        for (int64_t k = 0; k < K; ++k) gemm(false, false, R, V, V, xn, V, A + k * V * V, V, &buf[k * R * V], V, false);
-        gemm(false, false, O, TV, K * C, Wp, K * C, buf.data(), TV, yn, TV, false);
+        for (int64_t k = 0; k < K; ++k)
+          gemm(false, false, R, V, V, xn, V, A + k * V * V, V, &buf[k * Cb * TV], V, false);
+        gemm(false, false, O, TV, K * Cb, Wmix, K * Cb, buf.data(), TV, yn, TV, false);
       } else {
         gemm(false, false, K * O, TV, C, W, C, xn, TV, buf.data(), TV, false);
         for (int64_t k = 0; k < K; ++k) gemm(false, false, R, V, V, &buf[k * R * V], V, A + k * V * V, V, yn, V, k > 0);
@@ -148,12 +157,23 @@ Tensor graph_conv_cpu(const Tensor& x_in, const Tensor& weight_in, const std::op
     return bias.has_value() ? graph_conv_bias_table(*bias, A, p.K, p.O).unsqueeze(1).expand_as(y).contiguous()
                             : y.zero_();
   }
-  Tensor bias_table;
-  if (bias.has_value()) bias_table = graph_conv_bias_table(*bias, A, p.K, p.O).contiguous();  // (O, V)
+  // the bias: folded into the mix (aggregate-first), else a table (O, V) added after
+  const bool fold = bias.has_value() && p.agg;
+  Tensor Wmix = p.Wp, colsum, bias_table;
+  if (fold) {
+    Wmix = at::cat({weight.view({p.K, p.O, p.C}), bias->reshape({p.K, p.O, 1}).to(weight.scalar_type())}, 2)
+               .permute({1, 0, 2})
+               .reshape({p.O, p.K * (p.C + 1)})
+               .contiguous();
+    colsum = A.sum(1).contiguous();  // (K, V)
+  } else if (bias.has_value()) {
+    bias_table = graph_conv_bias_table(*bias, A, p.K, p.O).contiguous();
+  }
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "graph_conv_cpu", [&] {
     forward_kernel<scalar_t>(p, x.const_data_ptr<scalar_t>(), weight.const_data_ptr<scalar_t>(),
-                             p.Wp.const_data_ptr<scalar_t>(), A.const_data_ptr<scalar_t>(),
-                             bias.has_value() ? bias_table.const_data_ptr<scalar_t>() : nullptr,
+                             Wmix.const_data_ptr<scalar_t>(), A.const_data_ptr<scalar_t>(),
+                             fold ? colsum.const_data_ptr<scalar_t>() : nullptr,
+                             bias_table.defined() ? bias_table.const_data_ptr<scalar_t>() : nullptr,
                              y.mutable_data_ptr<scalar_t>());
   });
   return y;
