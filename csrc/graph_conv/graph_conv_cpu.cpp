@@ -161,10 +161,9 @@ Tensor graph_conv_cpu(const Tensor& x_in, const Tensor& weight_in, const std::op
   const bool fold = bias.has_value() && p.agg;
   Tensor Wmix = p.Wp, colsum, bias_table;
   if (fold) {
-    Wmix = at::cat({weight.view({p.K, p.O, p.C}), bias->reshape({p.K, p.O, 1}).to(weight.scalar_type())}, 2)
-               .permute({1, 0, 2})
-               .reshape({p.O, p.K * (p.C + 1)})
-               .contiguous();
+    // Wp (O, K*C) with a bias column after each subset's C: (O, K*(C+1))
+    Wmix = at::cat({p.Wp.view({p.O, p.K, p.C}), bias->reshape({p.K, p.O}).t().unsqueeze(2)}, 2)
+               .reshape({p.O, p.K * (p.C + 1)});
     colsum = A.sum(1).contiguous();  // (K, V)
   } else if (bias.has_value()) {
     bias_table = graph_conv_bias_table(*bias, A, p.K, p.O).contiguous();
