@@ -52,6 +52,7 @@ SHAPES = [
     (2, 3, 64, 13, 25, 3),
     (3, 64, 64, 7, 25, 3),
     (2, 64, 7, 5, 17, 3),  # C_out < C_in: mix-first order
+    (3, 16, 16, 13, 25, 3),  # HiCLR's quarter width: aggregate-first forward, mix-first backward
     (1, 7, 1, 1, 1, 1),
     (5, 1, 3, 13, 17, 1),
     (2, 16, 32, 300, 25, 3),
