@@ -225,7 +225,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> graph_conv_backward_cpu(const Tensor&
   const bool need_x = mask[0], need_w = mask[1], need_b = mask[2] && bias.has_value(), need_A = mask[3];
   const bool need_gsum = need_b || (need_A && bias.has_value());
 
-  Tensor dx = need_x ? at::zeros_like(x) : at::empty({0}, opts);
+  // every element of dx is written by the kernel (the first product of each sample overwrites)
+  Tensor dx = need_x ? at::empty_like(x) : at::empty({0}, opts);
   const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(N, at::get_num_threads()));
   // Per-chunk accumulators, summed in chunk order afterwards (deterministic).
   Tensor dW_acc = at::zeros({need_w ? chunks : 0, p.agg ? O : K * O, p.agg ? K * C : C}, opts);
