@@ -3,13 +3,16 @@
 // The op is y_n = sum_k (W_k x_n + b_k) A_k per sample n, with x_n viewed as (C, T*V). It is
 // computed sample by sample, so the only intermediate is one sample's (K, *, T, V) buffer per
 // thread (cache-sized) instead of the reference's (N, K, C_out, T, V) tensor, and every product
-// is a GEMM on raw pointers (blas_cpu.h). Two contraction orders:
+// is a GEMM on raw pointers (blas_cpu.h), except the sums over subsets sum_k M_k A_k (or A_k^T),
+// which run as one AVX-512 pass where the CPU has it (aggregate_avx512.h). Two contraction orders:
 //   aggregate-first: X_k = x_n A_k (K skinny GEMMs over C_in*T rows), then one GEMM
 //     y_n = [W_0 .. W_{K-1}] [X_0; ..; X_{K-1}] with inner dimension K*C_in (K*(C_in+1) with a
 //     bias, which rides in it as a constant input channel);
 //   mix-first: Z = W x_n (one GEMM), then y_n = sum_k Z_k A_k over C_out*T rows.
-// Forward and backward pick their order separately, from a cost model (aggregate_first_*). (A hand-vectorised
-// aggregation kernel and batching several samples per ATen call were tried; neither beat this.)
+// Forward and backward pick their order separately, from a cost model (aggregate_first_*).
+// Tried and not kept: AVX-512 kernels for the per-subset products X_k = x A_k (MKL's equal) and
+// dA (MKL's faster); MKL's batched sgemm_batch_ for the K products (slower inside the per-thread
+// chunks); batching several samples per ATen call.
 // Samples are split into fixed contiguous chunks, one per thread, each with its own gradient
 // accumulators, so results do not depend on scheduling.
 #include <ATen/ATen.h>
@@ -19,8 +22,10 @@
 
 #include <algorithm>
 #include <array>
+#include <type_traits>
 #include <vector>
 
+#include "aggregate_avx512.h"
 #include "blas_cpu.h"
 #include "graph_conv.h"
 
@@ -68,6 +73,31 @@ void check_cpu(const Tensor& x) {
               "graph_conv (cpp CPU kernel): supports float32 and float64, got ", x.scalar_type());
 }
 
+// The subsets' matrices packed for cpu::subset_sum (A_k, or A_k^T when `transpose`), or empty where
+// that kernel does not apply (float64, K > 3, V > 32, no AVX-512F): sum_over_subsets then uses GEMMs.
+template <typename scalar_t>
+std::vector<float> subset_panel(const Tensor& A, bool transpose) {
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (cpu::subset_sum_kernel_applies(A.size(0), A.size(1)))
+      return cpu::pack_subset_panel(A.const_data_ptr<float>(), A.size(0), A.size(1), transpose);
+  }
+  return {};
+}
+
+// out (R x V) = sum_k in_k @ B_k over the K subsets, in_k (R x V) at in + k*stride_in and B_k = A_k
+// (A_k^T when `transpose`): one AVX-512 pass with `panel` (from subset_panel), else K accumulating GEMMs.
+template <typename scalar_t>
+void sum_over_subsets(int64_t K, int64_t R, int64_t V, const scalar_t* in, int64_t stride_in, const scalar_t* A,
+                      bool transpose, const std::vector<float>& panel, scalar_t* out) {
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (!panel.empty()) {
+      cpu::subset_sum(K, R, V, in, stride_in, panel.data(), out, false);
+      return;
+    }
+  }
+  for (int64_t k = 0; k < K; ++k) gemm(false, transpose, R, V, V, in + k * stride_in, V, A + k * V * V, V, out, V, k > 0);
+}
+
 // Run fn(chunk, begin, end) over [0, n) split into at most num_threads contiguous chunks.
 template <typename Fn>
 int64_t for_each_chunk(int64_t n, const Fn& fn) {
@@ -98,7 +128,7 @@ struct Problem {
 // so the mix GEMM adds the bias term with no pass of its own over y.
 template <typename scalar_t>
 void forward_kernel(const Problem& p, const scalar_t* x, const scalar_t* W, const scalar_t* Wmix, const scalar_t* A,
-                    const scalar_t* colsum, const scalar_t* bias_table, scalar_t* y) {
+                    const scalar_t* colsum, const scalar_t* bias_table, const std::vector<float>& panel, scalar_t* y) {
   const int64_t C = p.C, T = p.T, V = p.V, K = p.K, O = p.O, TV = T * V, R = p.rows();
   const int64_t Cb = C + (colsum != nullptr ? 1 : 0);  // channels per subset block of the buffer
   for_each_chunk(p.N, [&](int64_t, int64_t begin, int64_t end) {
@@ -114,7 +144,7 @@ void forward_kernel(const Problem& p, const scalar_t* x, const scalar_t* W, cons
         gemm(false, false, O, TV, K * Cb, Wmix, K * Cb, buf.data(), TV, yn, TV, false);
       } else {
         gemm(false, false, K * O, TV, C, W, C, xn, TV, buf.data(), TV, false);
-        for (int64_t k = 0; k < K; ++k) gemm(false, false, R, V, V, &buf[k * R * V], V, A + k * V * V, V, yn, V, k > 0);
+        sum_over_subsets(K, R, V, buf.data(), R * V, A, false, panel, yn);
       }
       if (bias_table != nullptr) {
         for (int64_t o = 0; o < O; ++o)
@@ -128,7 +158,7 @@ void forward_kernel(const Problem& p, const scalar_t* x, const scalar_t* W, cons
 template <typename scalar_t>
 void backward_kernel(const Problem& p, const scalar_t* g, const scalar_t* x, const scalar_t* W, const scalar_t* Wp,
                      const scalar_t* A, std::array<bool, 4> need, bool need_gsum, scalar_t* dx, scalar_t* dW_acc,
-                     scalar_t* dA_acc, scalar_t* gsum_acc) {
+                     scalar_t* dA_acc, scalar_t* gsum_acc, const std::vector<float>& panel) {
   const int64_t C = p.C, T = p.T, V = p.V, K = p.K, O = p.O, TV = T * V, R = p.rows();
   const bool need_x = need[0], need_w = need[1], need_A = need[3];
   const int64_t dW_size = K * O * C;
@@ -148,11 +178,9 @@ void backward_kernel(const Problem& p, const scalar_t* g, const scalar_t* x, con
         }
         if (need_x || need_A) {
           gemm(true, false, K * C, TV, O, Wp, K * C, gn, TV, dbuf.data(), TV, false);  // dX = Wp^T g
-          for (int64_t k = 0; k < K; ++k) {
-            const scalar_t* dXk = &dbuf[k * R * V];
-            if (need_x) gemm(false, true, R, V, V, dXk, V, A + k * V * V, V, dx + n * C * TV, V, k > 0);
-            if (need_A) gemm(true, false, V, V, R, xn, V, dXk, V, dA + k * V * V, V, true);
-          }
+          if (need_x) sum_over_subsets(K, R, V, dbuf.data(), R * V, A, true, panel, dx + n * C * TV);  // dX_k A_k^T
+          for (int64_t k = 0; need_A && k < K; ++k)
+            gemm(true, false, V, V, R, xn, V, &dbuf[k * R * V], V, dA + k * V * V, V, true);
         }
       } else {
         if (need_x || need_w) {
@@ -203,7 +231,7 @@ Tensor graph_conv_cpu(const Tensor& x_in, const Tensor& weight_in, const std::op
                              Wmix.const_data_ptr<scalar_t>(), A.const_data_ptr<scalar_t>(),
                              fold ? colsum.const_data_ptr<scalar_t>() : nullptr,
                              bias_table.defined() ? bias_table.const_data_ptr<scalar_t>() : nullptr,
-                             y.mutable_data_ptr<scalar_t>());
+                             p.agg ? std::vector<float>() : subset_panel<scalar_t>(A, false), y.mutable_data_ptr<scalar_t>());
   });
   return y;
 }
@@ -239,7 +267,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> graph_conv_backward_cpu(const Tensor&
                                 weight.const_data_ptr<scalar_t>(), p.Wp.const_data_ptr<scalar_t>(),
                                 A.const_data_ptr<scalar_t>(), mask, need_gsum,
                                 need_x ? dx.mutable_data_ptr<scalar_t>() : nullptr, dW_acc.mutable_data_ptr<scalar_t>(),
-                                dA_acc.mutable_data_ptr<scalar_t>(), gsum_acc.mutable_data_ptr<scalar_t>());
+                                dA_acc.mutable_data_ptr<scalar_t>(), gsum_acc.mutable_data_ptr<scalar_t>(),
+                                p.agg && need_x ? subset_panel<scalar_t>(A, true) : std::vector<float>());
     });
   } else if (need_gsum && N > 0 && T > 0) {
     gsum_acc[0].copy_(g.sum({0, 2}));  // C == 0: only the bias terms carry gradient
