@@ -149,6 +149,13 @@ def peak_extra_memory(fn: Callable[[], object]) -> int:
 
 
 @functools.cache
+def sgemm_probe(n: int = 2048) -> tuple[Callable[[], object], float]:
+    """An n x n float32 matmul on the bench device and its flop count: timed in turns with a kernel
+    (``time_interleaved``), its rate is the sgemm reference of the minutes the kernel ran in."""
+    a, b = torch.randn(n, n, device=bench_device()), torch.randn(n, n, device=bench_device())
+    return (lambda: a @ b), 2.0 * n**3
+
+
 def sgemm_gflops(n: int = 2048) -> float:
     """The bench device's float32 matrix-multiply rate (GFLOP/s): torch's BLAS on all CPU threads,
     cuBLAS on a GPU (TF32 off, as torch's default for fp32 matmul)."""
