@@ -11,13 +11,15 @@
 //             gb * (x - mean), then dx (and the residual's gradient g * [y > 0]) row by row.
 // Inner loops run over one (n, c) row of S contiguous values and keep 16 independent accumulators
 // so the compiler vectorises the reductions without reassociating float sums; rows merge in
-// double. Channels are split over threads for the statistics and rows for the elementwise passes;
-// every sum is taken in a fixed order, so results do not depend on the thread count.
+// double. The per-channel reductions run over fixed blocks of samples in memory order and the
+// elementwise passes over rows, both split over threads; every sum is taken in a fixed order, so
+// results do not depend on the thread count.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cmath>
 #include <optional>
 #include <vector>
@@ -76,30 +78,66 @@ struct Shape {
   double count() const { return static_cast<double>(N) * static_cast<double>(S); }
 };
 
+// Per-channel reductions walk the rows in memory order, in fixed blocks of kSampleBlock samples:
+// each block reduces its rows into per-channel slots of its own, and the blocks are merged in
+// order afterwards. Walking channel by channel instead reads rows of S values that lie C*S apart,
+// and at S = T*V = 325 (13 frames) the hardware prefetcher barely ramps up on each. The blocks,
+// not the threads, fix the summation order, so results do not depend on the thread count.
+constexpr int64_t kSampleBlock = 8;
+
+inline int64_t sample_blocks(int64_t N) { return (N + kSampleBlock - 1) / kSampleBlock; }
+
+// Run fn(n0, n1, block) for every block of samples, blocks split over threads.
+template <typename Fn>
+void for_each_sample_block(int64_t N, const Fn& fn) {
+  at::parallel_for(0, sample_blocks(N), 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) fn(b * kSampleBlock, std::min(N, (b + 1) * kSampleBlock), b);
+  });
+}
+
+// Chan's parallel-variance update: fold (count_b, mean_b, m2_b) into (count, mean, m2).
+inline void chan_merge(double& count, double& mean, double& m2, double count_b, double mean_b, double m2_b) {
+  const double merged = count + count_b;
+  if (merged == 0) return;
+  const double delta = mean_b - mean;
+  mean += delta * count_b / merged;
+  m2 += m2_b + delta * delta * count * count_b / merged;
+  count = merged;
+}
+
 // Batch mean and biased variance per channel: each row's mean and centred sum of squares (the row
-// is in L1 for its second read), merged over n with Chan's parallel-variance update.
+// is in L1 for its second read), merged with Chan's parallel-variance update, over the rows of a
+// sample block and then over the blocks in order.
 template <typename scalar_t>
 void channel_statistics(const Shape& d, const scalar_t* x, scalar_t* mean, scalar_t* var) {
-  at::parallel_for(0, d.C, 1, [&](int64_t c0, int64_t c1) {
-    for (int64_t c = c0; c < c1; ++c) {
-      double mu = 0, m2 = 0, count = 0;
-      for (int64_t n = 0; n < d.N; ++n) {
-        const scalar_t* row = x + (n * d.C + c) * d.S;
-        const double row_mean = row_sum(row, d.S) / static_cast<double>(d.S);
+  const int64_t C = d.C, S = d.S;
+  std::vector<double> block_mean(sample_blocks(d.N) * C, 0.0), block_m2(sample_blocks(d.N) * C, 0.0);
+  for_each_sample_block(d.N, [&](int64_t n0, int64_t n1, int64_t b) {
+    double* mu = &block_mean[b * C];
+    double* m2 = &block_m2[b * C];
+    for (int64_t n = n0; n < n1; ++n) {
+      const double count = static_cast<double>((n - n0) * S);  // rows of this channel merged so far
+      for (int64_t c = 0; c < C; ++c) {
+        const scalar_t* row = x + (n * C + c) * S;
+        const double row_mean = row_sum(row, S) / static_cast<double>(S);
         const scalar_t centre = static_cast<scalar_t>(row_mean);
         // sum (x - centre)^2 = sum (x - row_mean)^2 + S (row_mean - centre)^2
         const double shift = row_mean - static_cast<double>(centre);
-        const double row_m2 = row_centered_square(row, d.S, centre) - static_cast<double>(d.S) * shift * shift;
-        const double merged = count + static_cast<double>(d.S);
-        const double delta = row_mean - mu;
-        mu += delta * static_cast<double>(d.S) / merged;
-        m2 += row_m2 + delta * delta * count * static_cast<double>(d.S) / merged;
-        count = merged;
+        const double row_m2 = row_centered_square(row, S, centre) - static_cast<double>(S) * shift * shift;
+        double block_count = count;
+        chan_merge(block_count, mu[c], m2[c], static_cast<double>(S), row_mean, row_m2);
       }
-      mean[c] = static_cast<scalar_t>(mu);
-      var[c] = static_cast<scalar_t>(std::max(0.0, m2 / count));
     }
   });
+  for (int64_t c = 0; c < C; ++c) {
+    double count = 0, mu = 0, m2 = 0;
+    for (int64_t b = 0; b < sample_blocks(d.N); ++b) {
+      const double block_count = static_cast<double>((std::min(d.N, (b + 1) * kSampleBlock) - b * kSampleBlock) * S);
+      chan_merge(count, mu, m2, block_count, block_mean[b * C + c], block_m2[b * C + c]);
+    }
+    mean[c] = static_cast<scalar_t>(mu);
+    var[c] = static_cast<scalar_t>(std::max(0.0, m2 / count));
+  }
 }
 
 // gb = g * [y > 0] (relu) * keep * keep_scale (keep given), for one row. The mask is read as bytes
@@ -273,24 +311,27 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> batch_norm_act_backward_cpu(
     const scalar_t* wp = ptr_or_null<scalar_t>(weight);
     const uint8_t* kp = keep_bytes(keep);
     const scalar_t ks = static_cast<scalar_t>(keep_scale);
-    // 1. per channel: sum gb and sum gb (x - mean), in n order
+    // 1. per channel: sum gb and sum gb (x - mean), by sample blocks then over the blocks in order
     std::vector<double> sum_gb(C, 0.0), sum_gbx(C, 0.0);
     const bool need_sums = need_affine || (need_x && batch_stats);
     if (need_sums) {
-      at::parallel_for(0, C, 1, [&](int64_t c0, int64_t c1) {
+      const int64_t blocks = sample_blocks(N);
+      std::vector<double> block_gb(blocks * C, 0.0), block_gbx(blocks * C, 0.0);
+      for_each_sample_block(N, [&](int64_t n0, int64_t n1, int64_t b) {
         std::vector<scalar_t> gb(S);
-        for (int64_t c = c0; c < c1; ++c) {
-          double s0 = 0, s1 = 0;
-          for (int64_t n = 0; n < N; ++n) {
+        for (int64_t n = n0; n < n1; ++n)
+          for (int64_t c = 0; c < C; ++c) {
             const int64_t off = (n * C + c) * S;
             gate_row(gp + off, yp + off, kp ? kp + off : nullptr, ks, relu, S, gb.data());
-            s0 += row_sum(gb.data(), S);
-            s1 += row_centered_dot(gb.data(), xp + off, S, mp[c]);
+            block_gb[b * C + c] += row_sum(gb.data(), S);
+            block_gbx[b * C + c] += row_centered_dot(gb.data(), xp + off, S, mp[c]);
           }
-          sum_gb[c] = s0;
-          sum_gbx[c] = s1;
-        }
       });
+      for (int64_t b = 0; b < blocks; ++b)
+        for (int64_t c = 0; c < C; ++c) {
+          sum_gb[c] += block_gb[b * C + c];
+          sum_gbx[c] += block_gbx[b * C + c];
+        }
     }
     if (need_affine) {
       scalar_t *dwp = dweight.mutable_data_ptr<scalar_t>(), *dbp = dbias.mutable_data_ptr<scalar_t>();

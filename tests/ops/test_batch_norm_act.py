@@ -18,7 +18,8 @@ requires_cpp = pytest.mark.skipif(cpp_missing is not None, reason=str(cpp_missin
 # few ulps (1e-5), float64 to rounding (1e-10). Gradients sum N*S terms per channel: 10x looser.
 TOL = {torch.float32: (2e-5, 2e-5), torch.float64: (1e-10, 1e-10)}
 
-SHAPES = [(3, 7, 13, 25), (2, 1, 1, 17), (4, 16, 50, 25), (5, 4), (4, 3, 300, 1), (1, 2, 3)]
+# (19, 5, 13, 25): three blocks of the kernel's per-channel reductions (8 samples each), the last short
+SHAPES = [(3, 7, 13, 25), (2, 1, 1, 17), (4, 16, 50, 25), (5, 4), (4, 3, 300, 1), (1, 2, 3), (19, 5, 13, 25)]
 
 
 def make(shape, dtype, residual, keep, requires_grad=True, offset=3.0):
@@ -72,6 +73,26 @@ def test_statistics_survive_a_large_mean():
     y_ref = reference.batch_norm_act(x, None, None, None, None, True, 0.1, 1e-5)
     # x.float() rounds x to ~1e-3 absolute (ulp of 1e4): that, not the kernel, bounds the agreement
     assert_close(y.double(), y_ref, 2e-3, 0, "normalised")
+
+
+@requires_cpp
+def test_same_bits_on_one_and_two_threads():
+    """The per-channel sums run over fixed sample blocks merged in order, so the thread count that
+    splits the blocks cannot change a bit of the statistics, the output or the gradients."""
+    x, weight, bias, res, mask = make((21, 6, 13, 25), torch.float32, True, True)
+    grad = torch.randn(x.shape)
+    outputs = []
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            with use_backend("batch_norm_act=cpp"):
+                y, rm, rv = run(batch_norm_act, x, weight, bias, res, mask, True, True)
+            outputs.append([y, rm, rv, *torch.autograd.grad(y, [x, weight, bias, res], grad)])
+    finally:
+        torch.set_num_threads(threads)
+    for one, two in zip(*outputs, strict=True):
+        assert torch.equal(one, two)
 
 
 @requires_cpp
