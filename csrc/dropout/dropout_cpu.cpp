@@ -70,14 +70,54 @@ Tensor dropout_cpu(const Tensor& x_in, double p, const Tensor& seed) {
   return y;
 }
 
+// keep_i = byte (i & 3) of word (i >> 2) >= threshold (little-endian bytes of the same Philox words):
+// four mask elements per word, for the bool masks of the fused BatchNorm tails, where p is a multiple
+// of 1/256 (ST-GCN's and AGCN's 0.5) and a byte keeps an element with probability exactly 1 - p.
+Tensor keep_mask_cpu(int64_t numel, double p, const Tensor& seed) {
+  const double scaled = p * 256.0;
+  TORCH_CHECK(p >= 0.0 && p <= 1.0 && scaled == std::floor(scaled),
+              "keep_mask: p must be a multiple of 1/256 in [0, 1] (one byte a decision), got ", p);
+  TORCH_CHECK(seed.dim() == 0 && seed.scalar_type() == at::kLong && seed.device().is_cpu(),
+              "keep_mask: seed must be a 0-dim int64 CPU tensor, got ", seed.scalar_type(), " of shape ",
+              seed.sizes(), " on ", seed.device());
+  TORCH_CHECK(numel >= 0 && numel < (int64_t{1} << 36), "keep_mask: numel must be in [0, 2^36), got ", numel);
+  Tensor keep = at::empty({numel}, seed.options().dtype(at::kBool));
+  if (numel == 0) return keep;
+  const uint64_t key = static_cast<uint64_t>(seed.item<int64_t>());
+  const int threshold = static_cast<int>(scaled);  // 0 .. 256
+  uint8_t* out = reinterpret_cast<uint8_t*>(keep.mutable_data_ptr<bool>());
+  constexpr int64_t kBytes = 4 * kChunk;  // mask elements per chunk: kChunk words, whole counters
+  const int64_t chunks = (numel + kBytes - 1) / kBytes;
+  at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
+    uint32_t words[kChunk];
+    for (int64_t c = c0; c < c1; ++c) {
+      const int64_t begin = c * kBytes, count = std::min(kBytes, numel - begin);
+      const int64_t word_count = (count + 3) / 4;
+      philox::word_fill(key, static_cast<uint32_t>(begin / 16), word_count, words);
+      // byte j of a word is (word >> 8j) & 0xff: on a little-endian CPU, the buffer's bytes in order
+      static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "keep_mask reads words as little-endian bytes");
+      const uint8_t* bytes = reinterpret_cast<const uint8_t*>(words);
+      uint8_t* dst = out + begin;
+      for (int64_t i = 0; i < count; ++i) dst[i] = static_cast<uint8_t>(static_cast<int>(bytes[i]) >= threshold);
+    }
+  });
+  return keep;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(skelfast, m) {
+  // A bool keep mask (numel,): element i kept where byte (i & 3) of Philox word (i >> 2) of `seed`
+  // is >= 256 p (p a multiple of 1/256).
+  m.def("keep_mask_cpu(int numel, float p, Tensor seed) -> Tensor");
   // y = x * keep / (1 - p), keep_i = (Philox word i of `seed`) >= round(p 2^32); the backward of
   // skelfast.ops.dropout is the same call on the gradient.
   m.def("dropout_cpu(Tensor x, float p, Tensor seed) -> Tensor");
 }
 
-TORCH_LIBRARY_IMPL(skelfast, CPU, m) { m.impl("dropout_cpu", &dropout_cpu); }
+TORCH_LIBRARY_IMPL(skelfast, CPU, m) {
+  m.impl("dropout_cpu", &dropout_cpu);
+  m.impl("keep_mask_cpu", &keep_mask_cpu);
+}
 
 }  // namespace skelfast

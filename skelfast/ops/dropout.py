@@ -103,3 +103,22 @@ def _backward(ctx, grad):  # noqa: ANN001, ANN202
 
 
 _dropout_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def keep_mask_cpp(numel: int, p: float, seed: torch.Tensor) -> torch.Tensor | None:
+    """A (numel,) bool mask from the seed's Philox words, four elements a word: element i kept where
+    byte ``i & 3`` of word ``i >> 2`` is at least 256 p (``skelfast.reference.philox.keep_mask_bytes``),
+    so with probability exactly 1 - p. None where the C++ kernel cannot serve it (no extension, a p
+    that is not a multiple of 1/256): the caller draws its mask another way."""
+    if not (p * 256).is_integer() or backends.cpp_extension_error() is not None:
+        return None
+    if not hasattr(torch.ops.skelfast, "keep_mask_cpu"):
+        return None
+    return torch.ops.skelfast.keep_mask_cpu(numel, p, seed)
+
+
+if backends.cpp_extension_error() is None and hasattr(torch.ops.skelfast, "keep_mask_cpu"):
+
+    @torch.library.register_fake("skelfast::keep_mask_cpu")
+    def _(numel, p, seed):  # noqa: ANN001, ANN202
+        return torch.empty(numel, dtype=torch.bool, device=seed.device)

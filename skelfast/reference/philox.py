@@ -95,3 +95,13 @@ def dropout_keep(seed: int, numel: int, p: float) -> torch.Tensor:
     words = torch.stack(philox4x32(torch.tensor(seed, dtype=torch.int64), counters), dim=1).reshape(-1)
     threshold = min(round(p * 2**32), 2**32 - 1)
     return words[:numel] >= threshold
+
+
+def keep_mask_bytes(seed: int, numel: int, p: float) -> torch.Tensor:
+    """The byte keep mask of the fused BatchNorm tails' dropout (``keep_mask_cpu``): element i is kept
+    where byte ``i & 3`` (little-endian: (word >> 8 j) & 255) of word ``(i >> 2) & 3`` of counter
+    ``i >> 4`` is at least 256 p, p a multiple of 1/256 -> bool (numel,)."""
+    counters = torch.arange((numel + 15) // 16, dtype=torch.int64)
+    words = torch.stack(philox4x32(torch.tensor(seed, dtype=torch.int64), counters), dim=1).reshape(-1)
+    data = torch.stack([(words >> (8 * j)) & 0xFF for j in range(4)], dim=1).reshape(-1)
+    return data[:numel] >= round(p * 256)

@@ -13,7 +13,7 @@ import torch
 from skelfast import backends, use_backend
 from skelfast.ops import dropout
 from skelfast.ops.dropout import draw_seed
-from skelfast.reference.philox import dropout_keep
+from skelfast.reference.philox import dropout_keep, keep_mask_bytes
 
 cpp_missing = backends.cpp_reason(torch.device("cpu"), torch.float32, (torch.float32,))
 requires_cpp = pytest.mark.skipif(cpp_missing is not None, reason=str(cpp_missing))
@@ -47,6 +47,26 @@ def test_cpp_kernel_is_the_philox_mask_exactly(numel, dtype, p):
     seed = seeded(numel + int(100 * p))
     y = torch.ops.skelfast.dropout_cpu(x, p, seed)
     assert torch.equal(y, expected(x, p, seed))
+
+
+@requires_cpp
+@pytest.mark.parametrize("numel", [1, 5, 17, 16_384, 3 * 16_384 + 7])  # chunks of 16384 elements
+@pytest.mark.parametrize("p", [0.0, 0.25, 0.5, 1.0])
+def test_cpp_byte_keep_mask_is_the_philox_bytes_exactly(numel, p):
+    """keep_mask_cpu (the fused BatchNorm tails' dropout masks): byte i & 3 of word i >> 2 against
+    256 p, bit for bit against the PyTorch Philox reference, negative seeds included."""
+    for seed in (numel, -(2**62) - numel):
+        got = torch.ops.skelfast.keep_mask_cpu(numel, p, torch.tensor(seed))
+        assert got.dtype == torch.bool and got.shape == (numel,)
+        assert torch.equal(got, keep_mask_bytes(seed, numel, p))
+
+
+@requires_cpp
+def test_cpp_byte_keep_mask_rejects_what_a_byte_cannot_decide():
+    with pytest.raises(RuntimeError, match="multiple of 1/256"):
+        torch.ops.skelfast.keep_mask_cpu(8, 0.3, torch.tensor(1))
+    with pytest.raises(RuntimeError, match="seed must be a 0-dim int64"):
+        torch.ops.skelfast.keep_mask_cpu(8, 0.5, torch.tensor([1, 2]))
 
 
 @requires_triton
