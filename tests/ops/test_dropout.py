@@ -62,6 +62,13 @@ def test_cpp_byte_keep_mask_is_the_philox_bytes_exactly(numel, p):
 
 
 @requires_cpp
+def test_cpp_byte_keep_mask_opcheck():
+    """Schema, fake (meta) kernel and dispatch of keep_mask_cpu, which the encoders call under
+    torch.compile."""
+    torch.library.opcheck(torch.ops.skelfast.keep_mask_cpu.default, (100, 0.5, torch.tensor(3)))
+
+
+@requires_cpp
 def test_cpp_byte_keep_mask_rejects_what_a_byte_cannot_decide():
     with pytest.raises(RuntimeError, match="multiple of 1/256"):
         torch.ops.skelfast.keep_mask_cpu(8, 0.3, torch.tensor(1))
