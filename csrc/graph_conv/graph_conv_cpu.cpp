@@ -112,11 +112,12 @@ int64_t for_each_chunk(int64_t n, const Fn& fn) {
 // Wp[o, k*C + c] = W[k*O + o, c], so the channel mix over all subsets is one GEMM.
 struct Problem {
   int64_t N, C, T, V, K, O;
+  int64_t A_stride;  // between samples' adjacencies: K*V*V for a per-sample A (N, K, V, V), else 0
   bool agg;
   Tensor Wp;
   Problem(const Tensor& x, const Tensor& weight, const Tensor& A, bool aggregate_first)
-      : N(x.size(0)), C(x.size(1)), T(x.size(2)), V(x.size(3)), K(A.size(0)), O(weight.size(0) / A.size(0)),
-        agg(aggregate_first) {
+      : N(x.size(0)), C(x.size(1)), T(x.size(2)), V(x.size(3)), K(A.size(-3)), O(weight.size(0) / A.size(-3)),
+        A_stride(A.dim() == 4 ? A.size(1) * A.size(2) * A.size(3) : 0), agg(aggregate_first) {
     Wp = agg ? weight.view({K, O, C}).permute({1, 0, 2}).reshape({O, K * C}).contiguous() : weight;
   }
   int64_t rows() const { return (agg ? C : O) * T; }  // rows of each subset's buffer
@@ -127,7 +128,7 @@ struct Problem {
 // thread, and Wb[o, k*(C+1) + C] = b[k*O + o]. (W_k x + b_k 1) A_k = W_k x A_k + b_k colsum(A_k),
 // so the mix GEMM adds the bias term with no pass of its own over y.
 template <typename scalar_t>
-void forward_kernel(const Problem& p, const scalar_t* x, const scalar_t* W, const scalar_t* Wmix, const scalar_t* A,
+void forward_kernel(const Problem& p, const scalar_t* x, const scalar_t* W, const scalar_t* Wmix, const scalar_t* A0,
                     const scalar_t* colsum, const scalar_t* bias_table, const std::vector<float>& panel, scalar_t* y) {
   const int64_t C = p.C, T = p.T, V = p.V, K = p.K, O = p.O, TV = T * V, R = p.rows();
   const int64_t Cb = C + (colsum != nullptr ? 1 : 0);  // channels per subset block of the buffer
@@ -137,6 +138,7 @@ void forward_kernel(const Problem& p, const scalar_t* x, const scalar_t* W, cons
       for (int64_t t = 0; t < T; ++t) std::copy(colsum + k * V, colsum + (k + 1) * V, &buf[(k * Cb + C) * TV + t * V]);
     for (int64_t n = begin; n < end; ++n) {
       const scalar_t* xn = x + n * C * TV;
+      const scalar_t* A = A0 + n * p.A_stride;
       scalar_t* yn = y + n * O * TV;
       if (p.agg) {
         for (int64_t k = 0; k < K; ++k)
@@ -157,7 +159,7 @@ void forward_kernel(const Problem& p, const scalar_t* x, const scalar_t* W, cons
 
 template <typename scalar_t>
 void backward_kernel(const Problem& p, const scalar_t* g, const scalar_t* x, const scalar_t* W, const scalar_t* Wp,
-                     const scalar_t* A, std::array<bool, 4> need, bool need_gsum, scalar_t* dx, scalar_t* dW_acc,
+                     const scalar_t* A0, std::array<bool, 4> need, bool need_gsum, scalar_t* dx, scalar_t* dW_acc,
                      scalar_t* dA_acc, scalar_t* gsum_acc, const std::vector<float>& panel) {
   const int64_t C = p.C, T = p.T, V = p.V, K = p.K, O = p.O, TV = T * V, R = p.rows();
   const bool need_x = need[0], need_w = need[1], need_A = need[3];
@@ -166,11 +168,15 @@ void backward_kernel(const Problem& p, const scalar_t* g, const scalar_t* x, con
     std::vector<scalar_t> buf(K * R * V);   // X_k (agg) or Z_k (mix), recomputed
     std::vector<scalar_t> dbuf(K * R * V);  // dX_k (agg) or P_k = g A_k^T (mix)
     scalar_t* dW = need_w ? dW_acc + c * dW_size : nullptr;
-    scalar_t* dA = need_A ? dA_acc + c * K * V * V : nullptr;
+    // dA: a per-chunk accumulator over the chunk's samples, or for a per-sample A each sample's own
+    // gradient, overwritten by its first product
+    const bool per_sample = p.A_stride != 0;
     scalar_t* gsum = need_gsum ? gsum_acc + c * O * V : nullptr;
     for (int64_t n = begin; n < end; ++n) {
       const scalar_t* gn = g + n * O * TV;
       const scalar_t* xn = x + n * C * TV;
+      const scalar_t* A = A0 + n * p.A_stride;
+      scalar_t* dA = need_A ? (per_sample ? dA_acc + n * K * V * V : dA_acc + c * K * V * V) : nullptr;
       if (p.agg) {
         if (need_w) {
           for (int64_t k = 0; k < K; ++k) gemm(false, false, R, V, V, xn, V, A + k * V * V, V, &buf[k * R * V], V, false);
@@ -180,7 +186,7 @@ void backward_kernel(const Problem& p, const scalar_t* g, const scalar_t* x, con
           gemm(true, false, K * C, TV, O, Wp, K * C, gn, TV, dbuf.data(), TV, false);  // dX = Wp^T g
           if (need_x) sum_over_subsets(K, R, V, dbuf.data(), R * V, A, true, panel, dx + n * C * TV);  // dX_k A_k^T
           for (int64_t k = 0; need_A && k < K; ++k)
-            gemm(true, false, V, V, R, xn, V, &dbuf[k * R * V], V, dA + k * V * V, V, true);
+            gemm(true, false, V, V, R, xn, V, &dbuf[k * R * V], V, dA + k * V * V, V, !per_sample);
         }
       } else {
         if (need_x || need_w) {
@@ -190,7 +196,8 @@ void backward_kernel(const Problem& p, const scalar_t* g, const scalar_t* x, con
         }
         if (need_A) {
           gemm(false, false, K * O, TV, C, W, C, xn, TV, buf.data(), TV, false);  // Z = W x
-          for (int64_t k = 0; k < K; ++k) gemm(true, false, V, V, R, &buf[k * R * V], V, gn, V, dA + k * V * V, V, true);
+          for (int64_t k = 0; k < K; ++k)
+            gemm(true, false, V, V, R, &buf[k * R * V], V, gn, V, dA + k * V * V, V, !per_sample);
         }
       }
       if (gsum != nullptr) {
@@ -204,11 +211,11 @@ void backward_kernel(const Problem& p, const scalar_t* g, const scalar_t* x, con
 
 Tensor graph_conv_cpu(const Tensor& x_in, const Tensor& weight_in, const std::optional<Tensor>& bias,
                       const Tensor& A_in) {
-  check_graph_conv_inputs(x_in, weight_in, bias, A_in);
+  check_graph_conv_inputs(x_in, weight_in, bias, A_in, /*per_sample_A=*/true);
   check_cpu(x_in);
   at::AutoDispatchBelowADInplaceOrView below_autograd;  // autograd is registered in Python
   const Tensor x = x_in.contiguous(), weight = weight_in.contiguous(), A = A_in.contiguous();
-  const Problem p(x, weight, A, aggregate_first_forward(x.size(1), weight.size(0) / A.size(0)));
+  const Problem p(x, weight, A, aggregate_first_forward(x.size(1), weight.size(0) / A.size(-3)));
   Tensor y = at::empty({p.N, p.O, p.T, p.V}, x.options());
   if (y.numel() == 0) return y;
   if (p.C == 0) {  // no input channels: the output is the bias term alone
@@ -231,7 +238,8 @@ Tensor graph_conv_cpu(const Tensor& x_in, const Tensor& weight_in, const std::op
                              Wmix.const_data_ptr<scalar_t>(), A.const_data_ptr<scalar_t>(),
                              fold ? colsum.const_data_ptr<scalar_t>() : nullptr,
                              bias_table.defined() ? bias_table.const_data_ptr<scalar_t>() : nullptr,
-                             p.agg ? std::vector<float>() : subset_panel<scalar_t>(A, false), y.mutable_data_ptr<scalar_t>());
+                             p.agg || p.A_stride != 0 ? std::vector<float>() : subset_panel<scalar_t>(A, false),
+                             y.mutable_data_ptr<scalar_t>());
   });
   return y;
 }
@@ -240,11 +248,13 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> graph_conv_backward_cpu(const Tensor&
                                                                    const Tensor& weight_in,
                                                                    const std::optional<Tensor>& bias,
                                                                    const Tensor& A_in, std::array<bool, 4> mask) {
-  check_graph_conv_inputs(x_in, weight_in, bias, A_in);
+  check_graph_conv_inputs(x_in, weight_in, bias, A_in, /*per_sample_A=*/true);
   check_cpu(x_in);
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   const Tensor x = x_in.contiguous(), weight = weight_in.contiguous(), A = A_in.contiguous();
-  const Problem p(x, weight, A, aggregate_first_backward(x.size(1), weight.size(0) / A.size(0), A.size(1), mask));
+  const Problem p(x, weight, A,
+                  aggregate_first_backward(x.size(1), weight.size(0) / A.size(-3), A.size(-1), mask));
+  const bool per_sample = p.A_stride != 0;
   const int64_t N = p.N, C = p.C, T = p.T, V = p.V, K = p.K, O = p.O;
   TORCH_CHECK(grad_in.sizes() == at::IntArrayRef({N, O, T, V}), "graph_conv_backward: grad must be ",
               at::IntArrayRef({N, O, T, V}), ", got ", grad_in.sizes());
@@ -258,7 +268,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> graph_conv_backward_cpu(const Tensor&
   const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(N, at::get_num_threads()));
   // Per-chunk accumulators, summed in chunk order afterwards (deterministic).
   Tensor dW_acc = at::zeros({need_w ? chunks : 0, p.agg ? O : K * O, p.agg ? K * C : C}, opts);
-  Tensor dA_acc = at::zeros({need_A ? chunks : 0, K, V, V}, opts);
+  // (a per-sample A's gradient is written sample by sample: no accumulators)
+  Tensor dA_acc = at::zeros({need_A ? (per_sample ? N : chunks) : 0, K, V, V}, opts);
   Tensor gsum_acc = at::zeros({need_gsum ? chunks : 0, O, V}, opts);
 
   if (N > 0 && T > 0 && C > 0 && (need_x || need_w || need_A || need_gsum)) {
@@ -268,7 +279,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> graph_conv_backward_cpu(const Tensor&
                                 A.const_data_ptr<scalar_t>(), mask, need_gsum,
                                 need_x ? dx.mutable_data_ptr<scalar_t>() : nullptr, dW_acc.mutable_data_ptr<scalar_t>(),
                                 dA_acc.mutable_data_ptr<scalar_t>(), gsum_acc.mutable_data_ptr<scalar_t>(),
-                                p.agg && need_x ? subset_panel<scalar_t>(A, true) : std::vector<float>());
+                                p.agg && need_x && !per_sample ? subset_panel<scalar_t>(A, true) : std::vector<float>());
     });
   } else if (need_gsum && N > 0 && T > 0) {
     gsum_acc[0].copy_(g.sum({0, 2}));  // C == 0: only the bias terms carry gradient
@@ -281,7 +292,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> graph_conv_backward_cpu(const Tensor&
   }
   const Tensor gsum = need_gsum ? gsum_acc.sum(0) : Tensor();  // (O, V): grad summed over n and t
   if (need_b) db = graph_conv_bias_grad(A, gsum, K, O);
-  if (need_A) {
+  if (need_A && per_sample) {
+    dA = dA_acc;
+  } else if (need_A) {
     dA = dA_acc.sum(0);
     if (bias.has_value()) dA.add_(graph_conv_bias_adjacency_grad(*bias, gsum, K, O));
   }

@@ -3,14 +3,13 @@
 Module and parameter names follow the official code (``l1`` ... ``l10``, ``gcn1``, ``tcn1``, ``PA``,
 ``conv_a/b/d``), so an official state_dict loads key for key.
 
-The adaptive graph convolution keeps the official order, ``sum_k conv_d[k](x @ (A_k + PA_k + C_k))``
-(aggregating over joints first is the cheaper order while C_in <= C_out, as in every unit), with the
-three subsets batched: the three ``conv_a`` and ``conv_b`` run as one 1x1 convolution, the three
-aggregations are stacked and the three ``conv_d`` run as one 1x1 convolution over the stacked
-(K*C_in) channels. Every 1x1 convolution runs as a batched GEMM (``pointwise_conv``), which
-is several times faster than oneDNN's NCHW convolution at these shapes. The graph part is per
-sample (C_k depends on x), so it does not go through ``skelfast.ops.graph_conv``, whose adjacency
-is shared by the batch.
+The adaptive graph convolution computes ``sum_k conv_d[k](x @ (A_k + PA_k + C_k))`` with the
+three subsets batched: the three ``conv_a`` and ``conv_b`` run as one 1x1 convolution (a batched
+GEMM, ``pointwise_conv``: several times faster than oneDNN's NCHW convolution at these shapes), and
+the aggregation with the three conv_d is ``skelfast.ops.graph_conv`` with one adjacency per sample
+(C_k depends on x): per sample x @ M_k, then one GEMM over the K*C_in channels (the official order,
+the cheaper one while C_in <= C_out, as in every unit), without the (N, K*C_in, T, V) tensor the
+unfused form stacks. The conv_d biases are added after, as officially.
 """
 
 from __future__ import annotations
@@ -24,6 +23,7 @@ from skelfast.nn._official import OfficialEncoder, residual_kind
 from skelfast.nn.batch_norm import bn_act
 from skelfast.nn.graph import agcn_graph
 from skelfast.nn.pointwise import pointwise_conv
+from skelfast.ops import graph_conv
 
 
 def _conv_init(conv: nn.Conv2d) -> None:
@@ -105,21 +105,19 @@ class UnitGCN(nn.Module):
         theta, phi = ab.unbind(1)  # (N, K, C'*T, V), channel-major as the official view
         # theta^T phi: the official permute(0, 3, 1, 2).view(N, V, C'*T) @ view(N, C'*T, V)
         att = torch.softmax(torch.matmul(theta.transpose(2, 3), phi) / (ci * t), dim=-2)  # (N, K, V, V)
-        adjacency = att + (self.A + self.PA)
-        # x @ M_k for every subset, stacked as (N, K*C, T, V) for one conv_d over K*C channels. One
-        # matmul per subset on a contiguous (N, V, V): MKL runs a broadcast (N, K) batch of these, or
-        # a strided adjacency, at a quarter of the speed or less.
-        x_rows = x.reshape(n, c * t, v)
-        aggregated = torch.cat([torch.matmul(x_rows, m.contiguous()) for m in adjacency.unbind(1)], dim=1)
-        aggregated = aggregated.view(n, k * c, t, v)
-        d_weight = torch.cat([m.weight for m in self.conv_d], dim=1)  # (C_out, K*C_in, 1, 1)
+        adjacency = att + (self.A + self.PA)  # (N, K, V, V)
+        # sum_k conv_d_k(x @ M_k): the graph convolution with one adjacency per sample (C++ kernel:
+        # per sample, x @ M_k then one GEMM over K*C channels, no (N, K*C, T, V) tensor), then the
+        # K conv_d biases, which the official code adds after the aggregation
+        d_weight = torch.cat([m.weight.flatten(1) for m in self.conv_d])  # (K*C_out, C_in), rows (k, o)
         d_bias = torch.stack([m.bias for m in self.conv_d]).sum(0)
+        out = graph_conv(x, d_weight, None, adjacency).add_(d_bias.view(1, -1, 1, 1))
         if self.has_down:
             residual = bn_act(self.down[1], pointwise_conv(x, self.down[0].weight, self.down[0].bias))
         else:
             residual = x
         # ReLU(BN(.) + residual) as one fused op
-        return bn_act(self.bn, pointwise_conv(aggregated, d_weight, d_bias), residual, relu=True)
+        return bn_act(self.bn, out, residual, relu=True)
 
 
 class TCNGCNUnit(nn.Module):

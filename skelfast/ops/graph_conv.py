@@ -31,10 +31,18 @@ AUTOCAST_DEVICES = ("cpu", "cuda")
 def _check_inputs(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, A: torch.Tensor) -> None:
     check_rank("graph_conv: x", x, 4, "(N, C_in, T, V)")
     check_rank("graph_conv: weight", weight, 2, "(K*C_out, C_in)")
-    check_rank("graph_conv: A", A, 3, "(K, V, V)")
+    if A.dim() == 4:  # one adjacency per sample (2s-AGCN's data-dependent graphs)
+        if A.shape[0] != x.shape[0]:
+            raise ValueError(
+                f"graph_conv: a per-sample A must be (N, K, V, V) with N={x.shape[0]}, got {tuple(A.shape)}"
+            )
+        if bias is not None:
+            raise ValueError("graph_conv: a per-sample A (N, K, V, V) takes no bias (add it to the output)")
+    else:
+        check_rank("graph_conv: A", A, 3, "(K, V, V) or (N, K, V, V)")
     check_floating("graph_conv: x", x)
     check_same(OP, [("x", x), ("weight", weight), ("bias", bias), ("A", A)])
-    k, v, w = A.shape
+    k, v, w = A.shape[-3:]
     if v != w:
         raise ValueError(f"graph_conv: A must be square in its last two dims (K, V, V), got {tuple(A.shape)}")
     if x.shape[3] != v:
@@ -76,7 +84,10 @@ def graph_conv(
         x: (N, C_in, T, V) features.
         weight: (K*C_out, C_in) 1x1 convolution weights, rows ordered (k, c_out) as ST-GCN's conv.
         bias: (K*C_out,) or None.
-        A: (K, V, V) adjacency, already multiplied by any edge-importance mask.
+        A: (K, V, V) adjacency, already multiplied by any edge-importance mask; or one adjacency
+            per sample, (N, K, V, V) (2s-AGCN's data-dependent graphs), with ``bias`` None:
+            ``y[n] = sum_k W_k x[n] A[n, k]``. The C++ CUDA kernel takes the shared form only; a
+            per-sample A on CUDA runs the reference.
 
     Returns:
         (N, C_out, T, V). Differentiable in x, weight, bias and A. Under ``torch.autocast`` the
@@ -93,7 +104,8 @@ def graph_conv(
 def _dispatch(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, A: torch.Tensor
 ) -> torch.Tensor:
-    if _backend(x.device, x.dtype) == "cpp":
+    # the CUDA kernel has no per-sample adjacency (its check says so): the reference runs it there
+    if _backend(x.device, x.dtype) == "cpp" and (A.dim() == 3 or x.device.type == "cpu"):
         return torch.ops.skelfast.graph_conv(x, weight, bias, A)
     return reference.graph_conv(x, weight, bias, A)
 
@@ -129,7 +141,7 @@ def _graph_conv_autocast(
 def _register() -> None:
     @torch.library.register_fake("skelfast::graph_conv")
     def _fake(x, weight, bias, A):  # noqa: ANN001, ANN202
-        return x.new_empty((x.shape[0], weight.shape[0] // A.shape[0], x.shape[2], x.shape[3]))
+        return x.new_empty((x.shape[0], weight.shape[0] // A.shape[-3], x.shape[2], x.shape[3]))
 
     @torch.library.register_fake("skelfast::graph_conv_backward")
     def _fake_backward(grad, x, weight, bias, A, output_mask):  # noqa: ANN001, ANN202

@@ -10,10 +10,16 @@ def graph_conv(
 ) -> torch.Tensor:
     """y[n, o, t, w] = sum_k sum_v (W_k x + b_k)[n, o, t, v] * A[k, v, w], the official einsum form.
 
-    x (N, C_in, T, V), weight (K*C_out, C_in), bias (K*C_out,) or None, A (K, V, V) -> (N, C_out, T, V).
+    x (N, C_in, T, V), weight (K*C_out, C_in), bias (K*C_out,) or None, A (K, V, V) -> (N, C_out, T, V);
+    or a per-sample A (N, K, V, V): A[n, k, v, w] in place of A[k, v, w].
     """
-    n, _, t, v = x.shape
-    k = A.shape[0]
+    n, c_in, t, v = x.shape
+    k = A.shape[-3]
+    if A.dim() == 4:  # 2s-AGCN's order: x A_k per sample and subset, then the 1x1 convolutions
+        if bias is not None:
+            raise ValueError("graph_conv: a per-sample A (N, K, V, V) takes no bias (add it to the output)")
+        aggregated = torch.einsum("nctv,nkvw->nkctw", x, A)
+        return torch.einsum("koc,nkctw->notw", weight.view(k, -1, c_in), aggregated).contiguous()
     z = torch.einsum("oc,nctv->notv", weight, x)
     if bias is not None:
         z = z + bias.view(1, -1, 1, 1)

@@ -113,6 +113,45 @@ def test_zero_size_batch():
     assert torch.equal(A.grad, torch.zeros_like(A))
 
 
+def per_sample_inputs(n, c_in, c_out, t, v, k, dtype=torch.float32):
+    """x, weight, None, A (N, K, V, V): the per-sample adjacency form (no bias)."""
+    x, weight, _, _ = make_inputs(n, c_in, c_out, t, v, k, dtype, bias=False, requires_grad=False)
+    A = torch.rand(n, k, v, v, dtype=dtype) / v
+    return [x.requires_grad_(), weight.requires_grad_(), None, A.requires_grad_()]
+
+
+@requires_cpp
+@pytest.mark.parametrize(
+    "shape",
+    [(3, 16, 16, 7, 25, 3), (2, 64, 7, 5, 17, 3), (3, 3, 64, 13, 25, 3), (2, 5, 5, 1, 1, 1)],
+    ids=lambda s: "x".join(map(str, s)),
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_per_sample_adjacency_matches_reference(shape, dtype):
+    """A (N, K, V, V), 2s-AGCN's form: both contraction orders each way, every gradient (dA per sample)."""
+    with use_backend("graph_conv=cpp"):
+        check_against_reference(per_sample_inputs(*shape, dtype=dtype), dtype)
+
+
+@requires_cpp
+def test_per_sample_adjacency_gradcheck_and_opcheck():
+    inputs = per_sample_inputs(2, 3, 4, 3, 5, 2, dtype=torch.float64)
+    with use_backend("graph_conv=cpp"):
+        assert torch.autograd.gradcheck(graph_conv, inputs)
+    torch.library.opcheck(torch.ops.skelfast.graph_conv.default, tuple(per_sample_inputs(2, 5, 6, 4, 25, 3)))
+
+
+@requires_cpp
+def test_per_sample_adjacency_bad_input():
+    x, w, _, A = per_sample_inputs(2, 5, 6, 4, 25, 3)
+    with pytest.raises(ValueError, match="takes no bias"):
+        graph_conv(x, w, torch.zeros(w.shape[0]), A)
+    with pytest.raises(ValueError, match="per-sample A must be"):
+        graph_conv(x, w, None, A[:1])
+    with pytest.raises(RuntimeError, match="takes no bias"):
+        torch.ops.skelfast.graph_conv(x, w, torch.zeros(w.shape[0]), A)
+
+
 @requires_cpp
 def test_opcheck():
     inputs = make_inputs(2, 5, 6, 4, 25, 3)
