@@ -1,6 +1,8 @@
 // CPU kernels of skelfast::graph_conv, forward and backward.
 //
-// The op is y_n = sum_k (W_k x_n + b_k) A_k per sample n, with x_n viewed as (C, T*V). It is
+// The op is y_n = sum_k (W_k x_n + b_k) A_k per sample n, with x_n viewed as (C, T*V); A is one
+// (K, V, V) for the batch, or one per sample, (N, K, V, V) without a bias (2s-AGCN's data-dependent
+// graphs: A_nk in place of A_k, and dA written per sample instead of accumulated). It is
 // computed sample by sample, so the only intermediate is one sample's (K, *, T, V) buffer per
 // thread (cache-sized) instead of the reference's (N, K, C_out, T, V) tensor, and every product
 // is a GEMM on raw pointers (blas_cpu.h), except the sums over subsets sum_k M_k A_k (or A_k^T),
