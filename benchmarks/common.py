@@ -161,9 +161,9 @@ def sgemm_gflops(n: int = 2048) -> float:
     cuBLAS on a GPU (TF32 off, as torch's default for fp32 matmul)."""
     if on_cuda():
         n = max(n, 8192)
-    a, b = torch.randn(n, n, device=bench_device()), torch.randn(n, n, device=bench_device())
-    t = time_fn(lambda: a @ b, repeats=5, warmup=2)
-    return 2 * n**3 / (t.median_ms * 1e-3) / 1e9
+    matmul, flops = sgemm_probe(n)
+    t = time_fn(matmul, repeats=5, warmup=2)
+    return flops / (t.median_ms * 1e-3) / 1e9
 
 
 @functools.cache

@@ -76,11 +76,12 @@ void check_cpu(const Tensor& x) {
 }
 
 // The subsets' matrices packed for cpu::subset_sum (A_k, or A_k^T when `transpose`), or empty where
-// that kernel does not apply (float64, K > 3, V > 32, no AVX-512F): sum_over_subsets then uses GEMMs.
+// that kernel does not apply (float64, K > 3, V > 32, no AVX-512F, or one A per sample, which one
+// panel cannot hold): sum_over_subsets then uses GEMMs.
 template <typename scalar_t>
 std::vector<float> subset_panel(const Tensor& A, bool transpose) {
   if constexpr (std::is_same_v<scalar_t, float>) {
-    if (cpu::subset_sum_kernel_applies(A.size(0), A.size(1)))
+    if (A.dim() == 3 && cpu::subset_sum_kernel_applies(A.size(0), A.size(1)))
       return cpu::pack_subset_panel(A.const_data_ptr<float>(), A.size(0), A.size(1), transpose);
   }
   return {};
@@ -240,7 +241,7 @@ Tensor graph_conv_cpu(const Tensor& x_in, const Tensor& weight_in, const std::op
                              Wmix.const_data_ptr<scalar_t>(), A.const_data_ptr<scalar_t>(),
                              fold ? colsum.const_data_ptr<scalar_t>() : nullptr,
                              bias_table.defined() ? bias_table.const_data_ptr<scalar_t>() : nullptr,
-                             p.agg || p.A_stride != 0 ? std::vector<float>() : subset_panel<scalar_t>(A, false),
+                             p.agg ? std::vector<float>() : subset_panel<scalar_t>(A, false),
                              y.mutable_data_ptr<scalar_t>());
   });
   return y;
@@ -281,7 +282,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> graph_conv_backward_cpu(const Tensor&
                                 A.const_data_ptr<scalar_t>(), mask, need_gsum,
                                 need_x ? dx.mutable_data_ptr<scalar_t>() : nullptr, dW_acc.mutable_data_ptr<scalar_t>(),
                                 dA_acc.mutable_data_ptr<scalar_t>(), gsum_acc.mutable_data_ptr<scalar_t>(),
-                                p.agg && need_x && !per_sample ? subset_panel<scalar_t>(A, true) : std::vector<float>());
+                                p.agg && need_x ? subset_panel<scalar_t>(A, true) : std::vector<float>());
     });
   } else if (need_gsum && N > 0 && T > 0) {
     gsum_acc[0].copy_(g.sum({0, 2}));  // C == 0: only the bias terms carry gradient

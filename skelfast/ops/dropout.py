@@ -110,14 +110,16 @@ def keep_mask_cpp(numel: int, p: float, seed: torch.Tensor) -> torch.Tensor | No
     byte ``i & 3`` of word ``i >> 2`` is at least 256 p (``skelfast.reference.philox.keep_mask_bytes``),
     so with probability exactly 1 - p. None where the C++ kernel cannot serve it (no extension, a p
     that is not a multiple of 1/256): the caller draws its mask another way."""
-    if not (p * 256).is_integer() or backends.cpp_extension_error() is not None:
-        return None
-    if not hasattr(torch.ops.skelfast, "keep_mask_cpu"):
+    if not (p * 256).is_integer() or not _keep_mask_kernel_built():
         return None
     return torch.ops.skelfast.keep_mask_cpu(numel, p, seed)
 
 
-if backends.cpp_extension_error() is None and hasattr(torch.ops.skelfast, "keep_mask_cpu"):
+def _keep_mask_kernel_built() -> bool:
+    return backends.cpp_extension_error() is None and hasattr(torch.ops.skelfast, "keep_mask_cpu")
+
+
+if _keep_mask_kernel_built():
 
     @torch.library.register_fake("skelfast::keep_mask_cpu")
     def _(numel, p, seed):  # noqa: ANN001, ANN202
