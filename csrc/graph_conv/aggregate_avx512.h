@@ -1,14 +1,19 @@
 #pragma once
-// An AVX-512 kernel for the one aggregation product of the graph convolution that MKL runs worst:
-// out = sum_k in_k @ B_k over the K subsets, each in_k (R x V) and B_k (V x V) with V <= 32 joints.
+// AVX-512 kernels for the aggregation products of the graph convolution that involve all K subsets,
+// each B_k (V x V) with V <= 32 joints. The sum: out = sum_k in_k @ B_k, each in_k (R x V).
 // The backward's dx = sum_k dX_k A_k^T (aggregate-first order) and the forward's
 // y = sum_k Z_k A_k (mix-first order) have this form. As K accumulating GEMMs, MKL reaches about
 // 90 GFLOP/s a core on them (an AVX-512 Xeon at ~190 for a large sgemm), rereading and rewriting
 // the output K times; this kernel keeps 8 output rows in registers across all K subsets and
-// reaches about 130-145 (measured at R = 16*50 and 64*50, V = 25, K = 3). The other per-subset
-// products stay on MKL, which this kernel did not beat (graph_conv_cpu.cpp).
+// reaches about 130-145 (measured at R = 16*50 and 64*50, V = 25, K = 3).
+// The spread: out_k = in @ B_k for every k from one pass over in (R x V): the forward's and the
+// backward's X_k = x A_k (aggregate-first) and P_k = g A_k^T (mix-first). MKL runs each product at
+// ~135 GFLOP/s a core, 25 of every 32 lanes busy; side by side the K*V outputs fill 75 of 80 lanes
+// and this kernel reaches ~150 (R = 64*64): 8-10% off the forward at V = 25, K = 3.
+// dA = x^T dX_k stays on MKL, which a kernel of this kind did not beat (graph_conv_cpu.cpp).
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -94,6 +99,66 @@ void subset_sum_avx512(int64_t R, int64_t V, const float* in, int64_t stride_in,
   for (; r < R; ++r) subset_sum_rows<K_, NV, 1>(r, V, in, stride_in, panel, out, accumulate);
 }
 
+
+// ROWS input rows from r, each spread to all K subsets at once: for every k,
+// out[k*stride_out + (r + i)*V + w] = sum_v in[r + i, v] B_k[v, w]. The K*V outputs of a row sit
+// side by side in NL vectors ([row @ B_0 | row @ B_1 | ...]: 75 of 80 lanes at V = 25, K = 3,
+// against 50 of 64 in per-subset vectors) and go to the K planes by masked stores (SpreadStores).
+template <int NL>
+struct SpreadStores {
+  int count[NL];                    // subsets that vector j holds lanes of (at most K)
+  __mmask16 mask[NL][kMaxPanelSubsets];  // those lanes
+  int64_t offset[NL][kMaxPanelSubsets];  // lane l goes to out + row*V + offset + l
+};
+
+template <int NL, int ROWS>
+inline void subset_spread_rows(int64_t r, int64_t V, const float* in, const float* panel, float* out,
+                               const SpreadStores<NL>& st) {
+  __m512 acc[ROWS][NL];
+#pragma GCC unroll 16
+  for (int i = 0; i < ROWS; ++i)
+#pragma GCC unroll 6
+    for (int j = 0; j < NL; ++j) acc[i][j] = _mm512_setzero_ps();
+  for (int64_t v = 0; v < V; ++v) {
+    __m512 b[NL];
+#pragma GCC unroll 6
+    for (int j = 0; j < NL; ++j) b[j] = _mm512_loadu_ps(panel + (v * NL + j) * kVectorLanes);
+#pragma GCC unroll 16
+    for (int i = 0; i < ROWS; ++i) {
+      const __m512 a = _mm512_set1_ps(in[(r + i) * V + v]);
+#pragma GCC unroll 6
+      for (int j = 0; j < NL; ++j) acc[i][j] = _mm512_fmadd_ps(a, b[j], acc[i][j]);
+    }
+  }
+#pragma GCC unroll 6
+  for (int j = 0; j < NL; ++j)
+    for (int s = 0; s < st.count[j]; ++s)
+#pragma GCC unroll 16
+      for (int i = 0; i < ROWS; ++i)  // masked-off lanes are neither written nor read
+        _mm512_mask_storeu_ps(out + (r + i) * V + st.offset[j][s], st.mask[j][s], acc[i][j]);
+}
+
+template <int NL>
+void subset_spread_avx512(int64_t K, int64_t R, int64_t V, const float* in, const float* panel, float* out,
+                          int64_t stride_out) {
+  // ROWS x NL accumulators + NL panel vectors + 1 broadcast <= 32 registers
+  constexpr int kRows = NL <= 3 ? 8 : (31 - NL) / NL;
+  SpreadStores<NL> st{};
+  for (int j = 0; j < NL; ++j)
+    for (int64_t k = 0; k < K; ++k) {
+      const int64_t lo = std::max<int64_t>(k * V, j * kVectorLanes);
+      const int64_t hi = std::min<int64_t>((k + 1) * V, (j + 1) * kVectorLanes);
+      if (lo >= hi) continue;
+      const int s = st.count[j]++;
+      st.mask[j][s] = static_cast<__mmask16>(((1u << (hi - lo)) - 1u) << (lo - j * kVectorLanes));
+      // >= 0: stride_out >= V
+      st.offset[j][s] = k * stride_out + j * kVectorLanes - k * V;
+    }
+  int64_t r = 0;
+  for (; r + kRows <= R; r += kRows) subset_spread_rows<NL, kRows>(r, V, in, panel, out, st);
+  for (; r < R; ++r) subset_spread_rows<NL, 1>(r, V, in, panel, out, st);
+}
+
 #pragma GCC pop_options
 
 // Dispatch on the subset count and vectors per row; the caller checks subset_sum_kernel_applies.
@@ -107,6 +172,34 @@ inline void subset_sum(int64_t K, int64_t R, int64_t V, const float* in, int64_t
     case 5: subset_sum_avx512<2, 2>(R, V, in, stride_in, panel, out, accumulate); break;
     case 6: subset_sum_avx512<3, 1>(R, V, in, stride_in, panel, out, accumulate); break;
     default: subset_sum_avx512<3, 2>(R, V, in, stride_in, panel, out, accumulate); break;
+  }
+}
+
+// The B_k (B + k*V*V, row-major; transposed when `transpose`) side by side for subset_spread: row v
+// of the panel is [B_0[v, :] | B_1[v, :] | ...] zero-padded to NL = ceil(K*V / 16) vectors.
+inline int64_t spread_vectors(int64_t K, int64_t V) { return (K * V + kVectorLanes - 1) / kVectorLanes; }
+
+inline std::vector<float> pack_spread_panel(const float* B, int64_t K, int64_t V, bool transpose) {
+  const int64_t width = spread_vectors(K, V) * kVectorLanes;
+  std::vector<float> panel(V * width, 0.0f);
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t v = 0; v < V; ++v)
+      for (int64_t w = 0; w < V; ++w)
+        panel[v * width + k * V + w] = transpose ? B[(k * V + w) * V + v] : B[(k * V + v) * V + w];
+  return panel;
+}
+
+// out_k (R x V) = in (R x V) @ B_k for every subset k, out_k at out + k*stride_out: one pass over
+// `in` (from pack_spread_panel); the caller checks subset_sum_kernel_applies.
+inline void subset_spread(int64_t K, int64_t R, int64_t V, const float* in, const float* panel, float* out,
+                          int64_t stride_out) {
+  switch (spread_vectors(K, V)) {
+    case 1: subset_spread_avx512<1>(K, R, V, in, panel, out, stride_out); break;
+    case 2: subset_spread_avx512<2>(K, R, V, in, panel, out, stride_out); break;
+    case 3: subset_spread_avx512<3>(K, R, V, in, panel, out, stride_out); break;
+    case 4: subset_spread_avx512<4>(K, R, V, in, panel, out, stride_out); break;
+    case 5: subset_spread_avx512<5>(K, R, V, in, panel, out, stride_out); break;
+    default: subset_spread_avx512<6>(K, R, V, in, panel, out, stride_out); break;
   }
 }
 

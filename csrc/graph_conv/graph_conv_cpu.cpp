@@ -5,16 +5,17 @@
 // graphs: A_nk in place of A_k, and dA written per sample instead of accumulated). It is
 // computed sample by sample, so the only intermediate is one sample's (K, *, T, V) buffer per
 // thread (cache-sized) instead of the reference's (N, K, C_out, T, V) tensor, and every product
-// is a GEMM on raw pointers (blas_cpu.h), except the sums over subsets sum_k M_k A_k (or A_k^T),
-// which run as one AVX-512 pass where the CPU has it (aggregate_avx512.h). Two contraction orders:
+// is a GEMM on raw pointers (blas_cpu.h), except the products with all K subsets' A_k (or A_k^T):
+// the sums sum_k M_k A_k and the spreads M A_0, .., M A_{K-1} run as one AVX-512 pass each where
+// the CPU has it (aggregate_avx512.h). Two contraction orders:
 //   aggregate-first: X_k = x_n A_k (K skinny GEMMs over C_in*T rows), then one GEMM
 //     y_n = [W_0 .. W_{K-1}] [X_0; ..; X_{K-1}] with inner dimension K*C_in (K*(C_in+1) with a
 //     bias, which rides in it as a constant input channel);
 //   mix-first: Z = W x_n (one GEMM), then y_n = sum_k Z_k A_k over C_out*T rows.
 // Forward and backward pick their order separately, from a cost model (aggregate_first_*).
-// Tried and not kept: AVX-512 kernels for the per-subset products X_k = x A_k (MKL's equal) and
-// dA (MKL's faster); MKL's batched sgemm_batch_ for the K products (slower inside the per-thread
-// chunks); batching several samples per ATen call.
+// Tried and not kept: AVX-512 kernels for one subset's product X_k = x A_k at a time (MKL's equal;
+// all K at once is what is faster) and for dA (MKL's faster); MKL's batched sgemm_batch_ for the K
+// products (slower inside the per-thread chunks); batching several samples per ATen call.
 // Samples are split into fixed contiguous chunks, one per thread, each with its own gradient
 // accumulators, so results do not depend on scheduling.
 #include <ATen/ATen.h>
@@ -101,6 +102,31 @@ void sum_over_subsets(int64_t K, int64_t R, int64_t V, const scalar_t* in, int64
   for (int64_t k = 0; k < K; ++k) gemm(false, transpose, R, V, V, in + k * stride_in, V, A + k * V * V, V, out, V, k > 0);
 }
 
+// The subsets' matrices side by side for cpu::subset_spread (A_k, or A_k^T when `transpose`), or
+// empty where that kernel does not apply (as subset_panel): spread_over_subsets then uses GEMMs.
+template <typename scalar_t>
+std::vector<float> spread_panel(const Tensor& A, bool transpose) {
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (A.dim() == 3 && cpu::subset_sum_kernel_applies(A.size(0), A.size(1)))
+      return cpu::pack_spread_panel(A.const_data_ptr<float>(), A.size(0), A.size(1), transpose);
+  }
+  return {};
+}
+
+// out_k (R x V) = in @ B_k for each subset k, out_k at out + k*stride_out and B_k = A_k (A_k^T when
+// `transpose`): one AVX-512 pass over `in` with `panel` (from spread_panel), else K GEMMs.
+template <typename scalar_t>
+void spread_over_subsets(int64_t K, int64_t R, int64_t V, const scalar_t* in, const scalar_t* A, bool transpose,
+                         const std::vector<float>& panel, scalar_t* out, int64_t stride_out) {
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (!panel.empty()) {
+      cpu::subset_spread(K, R, V, in, panel.data(), out, stride_out);
+      return;
+    }
+  }
+  for (int64_t k = 0; k < K; ++k) gemm(false, transpose, R, V, V, in, V, A + k * V * V, V, out + k * stride_out, V, false);
+}
+
 // Run fn(chunk, begin, end) over [0, n) split into at most num_threads contiguous chunks.
 template <typename Fn>
 int64_t for_each_chunk(int64_t n, const Fn& fn) {
@@ -132,7 +158,8 @@ struct Problem {
 // so the mix GEMM adds the bias term with no pass of its own over y.
 template <typename scalar_t>
 void forward_kernel(const Problem& p, const scalar_t* x, const scalar_t* W, const scalar_t* Wmix, const scalar_t* A0,
-                    const scalar_t* colsum, const scalar_t* bias_table, const std::vector<float>& panel, scalar_t* y) {
+                    const scalar_t* colsum, const scalar_t* bias_table, const std::vector<float>& panel,
+                    const std::vector<float>& spread, scalar_t* y) {
   const int64_t C = p.C, T = p.T, V = p.V, K = p.K, O = p.O, TV = T * V, R = p.rows();
   const int64_t Cb = C + (colsum != nullptr ? 1 : 0);  // channels per subset block of the buffer
   for_each_chunk(p.N, [&](int64_t, int64_t begin, int64_t end) {
@@ -144,8 +171,7 @@ void forward_kernel(const Problem& p, const scalar_t* x, const scalar_t* W, cons
       const scalar_t* A = A0 + n * p.A_stride;
       scalar_t* yn = y + n * O * TV;
       if (p.agg) {
-        for (int64_t k = 0; k < K; ++k)
-          gemm(false, false, R, V, V, xn, V, A + k * V * V, V, &buf[k * Cb * TV], V, false);
+        spread_over_subsets(K, R, V, xn, A, false, spread, buf.data(), Cb * TV);
         gemm(false, false, O, TV, K * Cb, Wmix, K * Cb, buf.data(), TV, yn, TV, false);
       } else {
         gemm(false, false, K * O, TV, C, W, C, xn, TV, buf.data(), TV, false);
@@ -163,7 +189,8 @@ void forward_kernel(const Problem& p, const scalar_t* x, const scalar_t* W, cons
 template <typename scalar_t>
 void backward_kernel(const Problem& p, const scalar_t* g, const scalar_t* x, const scalar_t* W, const scalar_t* Wp,
                      const scalar_t* A0, std::array<bool, 4> need, bool need_gsum, scalar_t* dx, scalar_t* dW_acc,
-                     scalar_t* dA_acc, scalar_t* gsum_acc, const std::vector<float>& panel) {
+                     scalar_t* dA_acc, scalar_t* gsum_acc, const std::vector<float>& panel,
+                     const std::vector<float>& spread) {
   const int64_t C = p.C, T = p.T, V = p.V, K = p.K, O = p.O, TV = T * V, R = p.rows();
   const bool need_x = need[0], need_w = need[1], need_A = need[3];
   const int64_t dW_size = K * O * C;
@@ -182,7 +209,7 @@ void backward_kernel(const Problem& p, const scalar_t* g, const scalar_t* x, con
       scalar_t* dA = need_A ? (per_sample ? dA_acc + n * K * V * V : dA_acc + c * K * V * V) : nullptr;
       if (p.agg) {
         if (need_w) {
-          for (int64_t k = 0; k < K; ++k) gemm(false, false, R, V, V, xn, V, A + k * V * V, V, &buf[k * R * V], V, false);
+          spread_over_subsets(K, R, V, xn, A, false, spread, buf.data(), R * V);
           gemm(false, true, O, K * C, TV, gn, TV, buf.data(), TV, dW, K * C, true);  // dWp += g X^T
         }
         if (need_x || need_A) {
@@ -193,7 +220,7 @@ void backward_kernel(const Problem& p, const scalar_t* g, const scalar_t* x, con
         }
       } else {
         if (need_x || need_w) {
-          for (int64_t k = 0; k < K; ++k) gemm(false, true, R, V, V, gn, V, A + k * V * V, V, &dbuf[k * R * V], V, false);
+          spread_over_subsets(K, R, V, gn, A, true, spread, dbuf.data(), R * V);
           if (need_w) gemm(false, true, K * O, C, TV, dbuf.data(), TV, xn, TV, dW, C, true);  // dW += P x^T
           if (need_x) gemm(true, false, C, TV, K * O, W, C, dbuf.data(), TV, dx + n * C * TV, TV, false);
         }
@@ -242,6 +269,7 @@ Tensor graph_conv_cpu(const Tensor& x_in, const Tensor& weight_in, const std::op
                              fold ? colsum.const_data_ptr<scalar_t>() : nullptr,
                              bias_table.defined() ? bias_table.const_data_ptr<scalar_t>() : nullptr,
                              p.agg ? std::vector<float>() : subset_panel<scalar_t>(A, false),
+                             p.agg ? spread_panel<scalar_t>(A, false) : std::vector<float>(),
                              y.mutable_data_ptr<scalar_t>());
   });
   return y;
@@ -282,7 +310,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> graph_conv_backward_cpu(const Tensor&
                                 A.const_data_ptr<scalar_t>(), mask, need_gsum,
                                 need_x ? dx.mutable_data_ptr<scalar_t>() : nullptr, dW_acc.mutable_data_ptr<scalar_t>(),
                                 dA_acc.mutable_data_ptr<scalar_t>(), gsum_acc.mutable_data_ptr<scalar_t>(),
-                                p.agg && need_x ? subset_panel<scalar_t>(A, true) : std::vector<float>());
+                                p.agg && need_x ? subset_panel<scalar_t>(A, true) : std::vector<float>(),
+                                p.agg ? (need_w ? spread_panel<scalar_t>(A, false) : std::vector<float>())
+                                      : (need_x || need_w ? spread_panel<scalar_t>(A, true) : std::vector<float>()));
     });
   } else if (need_gsum && N > 0 && T > 0) {
     gsum_acc[0].copy_(g.sum({0, 2}));  // C == 0: only the bias terms carry gradient

@@ -56,6 +56,11 @@ SHAPES = [
     (1, 7, 1, 1, 1, 1),
     (5, 1, 3, 13, 17, 1),
     (2, 16, 32, 300, 25, 3),
+    # the AVX-512 spread over all subsets (x A_k, g A_k^T): 6 vectors a row (V = 32, K = 3) with a
+    # tail of rows, 4 vectors (K = 2; mix-first backward, A^T), and V = 33, past the kernel (GEMMs)
+    (2, 5, 9, 11, 32, 3),
+    (2, 9, 9, 7, 25, 2),
+    (2, 4, 8, 5, 33, 3),
 ]
 
 
