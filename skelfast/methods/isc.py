@@ -141,6 +141,9 @@ class ISCConfig(MethodConfig):
         encoder needs a multiple of 16.
     gru_hidden, gru_layers, hcn_channels, agcn_channels: encoder sizes (official 1024, 3, 64, 64);
         agcn_channels is the AGCN's first width (its units have 1x, 2x and 4x that many channels).
+    hcn_dropout: the image encoder's three Dropout2d rates (official 0.5). On the demos' synthetic
+        data the channel dropout keeps the HCN from learning (the loss of the seq-image pair stays
+        near 2 ln(K + 1)); 0 lets it learn (skelfast/configs/isc_demo.toml).
     gru_causal (quirk, spec §1.3): True runs the official per-frame stepping, under which both
         "directions" read forwards; False runs a genuine bidirectional GRU (``BidirectionalSeqEncoder``).
     """
@@ -161,6 +164,7 @@ class ISCConfig(MethodConfig):
     gru_hidden: int = 1024
     gru_layers: int = 3
     hcn_channels: int = 64
+    hcn_dropout: float = 0.5
     agcn_channels: int = 64
     gru_causal: bool = True
 
@@ -187,6 +191,8 @@ class ISCConfig(MethodConfig):
             raise ValueError(
                 f"ISC: need shear_amplitude >= 0 and 0 <= p_corrupt <= 1, got {self.shear_amplitude}, {self.p_corrupt}"
             )
+        if not 0.0 <= self.hcn_dropout < 1.0:
+            raise ValueError(f"ISC: hcn_dropout must be in [0, 1), got {self.hcn_dropout}")
         if self.agcn_channels < 4:
             raise ValueError(f"ISC: agcn_channels must be >= 4, got {self.agcn_channels}")
         if "image" in reps and self.frames % 16:
@@ -209,7 +215,7 @@ def build_encoder(config: ISCConfig, representation: str) -> nn.Module:
             base_channels=config.agcn_channels,
         )
     if representation == "image":
-        return HCN(c, v, m, config.hcn_channels, config.frames, config.dim, config.mlp)
+        return HCN(c, v, m, config.hcn_channels, config.frames, config.dim, config.mlp, config.hcn_dropout)
     raise ValueError(f"ISC: unknown representation {representation!r}; known: {REPRESENTATIONS}")
 
 

@@ -39,7 +39,7 @@ class HCN(OfficialEncoder):
     Input (N, C, T, V, M) with M = 2. Per body, separately for the position and the motion stream
     (motion = frame differences bilinearly resized back to T frames): conv1 1x1 C->64 + ReLU,
     conv2 (3x1) 64->window_size, joints become channels (the co-occurrence permute), conv3 3x3 V->32 +
-    MaxPool2, conv4 3x3 32->64 + Dropout2d(0.5) + MaxPool2; streams concatenated, conv5 3x3 128->128 +
+    MaxPool2, conv4 3x3 32->64 + Dropout2d(dropout, official 0.5) + MaxPool2; streams concatenated, conv5 3x3 128->128 +
     ReLU + Dropout2d + MaxPool2, conv6 3x3 128->256 + ReLU + Dropout2d + MaxPool2; element-wise max over
     the two bodies, flattened: ``representation`` (N, 256 * T/16 * window_size/16) = (N, 4096) for
     T = 64. ``project``: with ``mlp=True`` Linear(4096, 4096) -> ReLU -> Linear(4096, num_class).
@@ -57,10 +57,13 @@ class HCN(OfficialEncoder):
         window_size: int = 64,
         num_class: int = 128,
         mlp: bool = True,
+        dropout: float = 0.5,
     ) -> None:
         super().__init__()
         if num_person != 2:
             raise ValueError("HCN: the official model takes the max over exactly 2 bodies")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"HCN: dropout must be in [0, 1), got {dropout}")
         self.num_person = num_person
         self.window_size = window_size
 
@@ -69,7 +72,7 @@ class HCN(OfficialEncoder):
             conv2 = nn.Conv2d(out_channel, window_size, kernel_size=(3, 1), padding=(1, 0))
             conv3 = nn.Sequential(nn.Conv2d(num_joint, out_channel // 2, 3, padding=1), nn.MaxPool2d(2))
             conv4 = nn.Sequential(
-                nn.Conv2d(out_channel // 2, out_channel, 3, padding=1), nn.Dropout2d(p=0.5), nn.MaxPool2d(2)
+                nn.Conv2d(out_channel // 2, out_channel, 3, padding=1), nn.Dropout2d(p=dropout), nn.MaxPool2d(2)
             )
             return conv1, conv2, conv3, conv4
 
@@ -78,13 +81,13 @@ class HCN(OfficialEncoder):
         self.conv5 = nn.Sequential(
             nn.Conv2d(out_channel * 2, out_channel * 2, 3, padding=1),
             nn.ReLU(),
-            nn.Dropout2d(p=0.5),
+            nn.Dropout2d(p=dropout),
             nn.MaxPool2d(2),
         )
         self.conv6 = nn.Sequential(
             nn.Conv2d(out_channel * 2, out_channel * 4, 3, padding=1),
             nn.ReLU(),
-            nn.Dropout2d(p=0.5),
+            nn.Dropout2d(p=dropout),
             nn.MaxPool2d(2),
         )
         feat = out_channel * 4 * (window_size // 16) * (window_size // 16)

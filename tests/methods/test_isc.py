@@ -356,6 +356,8 @@ def test_bad_options_and_inputs_are_named() -> None:
         ISC(tiny(p_corrupt=1.5))
     with pytest.raises(ValueError, match="agcn_channels"):
         ISC(tiny(agcn_channels=2))
+    with pytest.raises(ValueError, match="hcn_dropout"):
+        ISC(tiny(pair="seq-image", frames=16, hcn_dropout=-0.1))
     with pytest.raises(ValueError, match="unknown option"):
         build_method("isc", {"queue": 5})
     method = ISC(tiny(pair="seq"))

@@ -59,6 +59,10 @@ def test_gradients_eval_and_dropout():
     assert torch.equal(model(x), model(x))
     model.train()
     assert not torch.equal(model(x), model(x))  # Dropout2d(0.5) in conv4, conv5, conv6
+    # dropout=0 (ISC's hcn_dropout option): the same weights, deterministic in train mode
+    plain = HCN(num_class=16, dropout=0.0)
+    plain.load_state_dict(model.state_dict())
+    assert torch.equal(plain.train()(x), plain.eval()(x))
 
 
 def test_init_and_bad_input():
@@ -67,3 +71,5 @@ def test_init_and_bad_input():
     assert model.conv3[0].weight.abs().max() <= bound and torch.all(model.conv3[0].bias == 0)
     with pytest.raises(ValueError, match="M=2"):
         model(torch.randn(2, 3, 64, 25, 1))
+    with pytest.raises(ValueError, match="dropout"):
+        HCN(dropout=1.0)
