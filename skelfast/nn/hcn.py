@@ -72,7 +72,9 @@ class HCN(OfficialEncoder):
             conv2 = nn.Conv2d(out_channel, window_size, kernel_size=(3, 1), padding=(1, 0))
             conv3 = nn.Sequential(nn.Conv2d(num_joint, out_channel // 2, 3, padding=1), nn.MaxPool2d(2))
             conv4 = nn.Sequential(
-                nn.Conv2d(out_channel // 2, out_channel, 3, padding=1), nn.Dropout2d(p=dropout), nn.MaxPool2d(2)
+                nn.Conv2d(out_channel // 2, out_channel, 3, padding=1),
+                nn.Dropout2d(p=dropout),
+                nn.MaxPool2d(2),
             )
             return conv1, conv2, conv3, conv4
 
