@@ -2,9 +2,10 @@
 minutes on this machine, then evaluate it (kNN and linear) against the same encoder at random init.
 
 Each method's demo recipe is ``skelfast/configs/<method>_demo.toml``: its official config (``base``)
-with every quirk and loss as released, and only the sizes scaled to a 2-core CPU (encoder widths,
-batch, queue, epochs) and the synthetic dataset of its ``[data]`` table; where a recipe departs from
-the official views, its header says so and why. ``--method all --write-results`` runs the four
+with every quirk and loss as released, the sizes scaled to a 2-core CPU (encoder widths, batch,
+queue, epochs) and the synthetic dataset of its ``[data]`` table; where a recipe departs from the
+official one (views, dropout, learning rate, a quirk switch), its header names the option and the
+runs that argue it. ``--method all --write-results`` runs the four
 and writes ``benchmarks/results/pretrain_quality.md``, the README's table.
 """
 
