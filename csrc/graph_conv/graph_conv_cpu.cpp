@@ -76,20 +76,26 @@ void check_cpu(const Tensor& x) {
               "graph_conv (cpp CPU kernel): supports float32 and float64, got ", x.scalar_type());
 }
 
-// The subsets' matrices packed for cpu::subset_sum (A_k, or A_k^T when `transpose`), or empty where
-// that kernel does not apply (float64, K > 3, V > 32, no AVX-512F, or one A per sample, which one
-// panel cannot hold): sum_over_subsets then uses GEMMs.
+enum class Panel { kSum, kSpread };
+
+// The subsets' matrices (A_k, or A_k^T when `transpose`) packed for the AVX-512 kernel of `kind`
+// (cpu::subset_sum or cpu::subset_spread), or empty where the kernels do not apply (float64, K > 3,
+// V > 32, no AVX-512F, or one A per sample, which one panel cannot hold): sum_over_subsets and
+// spread_over_subsets then use GEMMs.
 template <typename scalar_t>
-std::vector<float> subset_panel(const Tensor& A, bool transpose) {
+std::vector<float> subset_panel(const Tensor& A, bool transpose, Panel kind) {
   if constexpr (std::is_same_v<scalar_t, float>) {
-    if (A.dim() == 3 && cpu::subset_sum_kernel_applies(A.size(0), A.size(1)))
-      return cpu::pack_subset_panel(A.const_data_ptr<float>(), A.size(0), A.size(1), transpose);
+    if (A.dim() == 3 && cpu::subset_sum_kernel_applies(A.size(0), A.size(1))) {
+      const float* a = A.const_data_ptr<float>();
+      return kind == Panel::kSum ? cpu::pack_subset_panel(a, A.size(0), A.size(1), transpose)
+                                 : cpu::pack_spread_panel(a, A.size(0), A.size(1), transpose);
+    }
   }
   return {};
 }
 
 // out (R x V) = sum_k in_k @ B_k over the K subsets, in_k (R x V) at in + k*stride_in and B_k = A_k
-// (A_k^T when `transpose`): one AVX-512 pass with `panel` (from subset_panel), else K accumulating GEMMs.
+// (A_k^T when `transpose`): one AVX-512 pass with `panel` (subset_panel kSum), else K accumulating GEMMs.
 template <typename scalar_t>
 void sum_over_subsets(int64_t K, int64_t R, int64_t V, const scalar_t* in, int64_t stride_in, const scalar_t* A,
                       bool transpose, const std::vector<float>& panel, scalar_t* out) {
@@ -102,19 +108,8 @@ void sum_over_subsets(int64_t K, int64_t R, int64_t V, const scalar_t* in, int64
   for (int64_t k = 0; k < K; ++k) gemm(false, transpose, R, V, V, in + k * stride_in, V, A + k * V * V, V, out, V, k > 0);
 }
 
-// The subsets' matrices side by side for cpu::subset_spread (A_k, or A_k^T when `transpose`), or
-// empty where that kernel does not apply (as subset_panel): spread_over_subsets then uses GEMMs.
-template <typename scalar_t>
-std::vector<float> spread_panel(const Tensor& A, bool transpose) {
-  if constexpr (std::is_same_v<scalar_t, float>) {
-    if (A.dim() == 3 && cpu::subset_sum_kernel_applies(A.size(0), A.size(1)))
-      return cpu::pack_spread_panel(A.const_data_ptr<float>(), A.size(0), A.size(1), transpose);
-  }
-  return {};
-}
-
 // out_k (R x V) = in @ B_k for each subset k, out_k at out + k*stride_out and B_k = A_k (A_k^T when
-// `transpose`): one AVX-512 pass over `in` with `panel` (from spread_panel), else K GEMMs.
+// `transpose`): one AVX-512 pass over `in` with `panel` (subset_panel kSpread), else K GEMMs.
 template <typename scalar_t>
 void spread_over_subsets(int64_t K, int64_t R, int64_t V, const scalar_t* in, const scalar_t* A, bool transpose,
                          const std::vector<float>& panel, scalar_t* out, int64_t stride_out) {
@@ -268,8 +263,8 @@ Tensor graph_conv_cpu(const Tensor& x_in, const Tensor& weight_in, const std::op
                              Wmix.const_data_ptr<scalar_t>(), A.const_data_ptr<scalar_t>(),
                              fold ? colsum.const_data_ptr<scalar_t>() : nullptr,
                              bias_table.defined() ? bias_table.const_data_ptr<scalar_t>() : nullptr,
-                             p.agg ? std::vector<float>() : subset_panel<scalar_t>(A, false),
-                             p.agg ? spread_panel<scalar_t>(A, false) : std::vector<float>(),
+                             p.agg ? std::vector<float>() : subset_panel<scalar_t>(A, false, Panel::kSum),
+                             p.agg ? subset_panel<scalar_t>(A, false, Panel::kSpread) : std::vector<float>(),
                              y.mutable_data_ptr<scalar_t>());
   });
   return y;
@@ -305,14 +300,16 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> graph_conv_backward_cpu(const Tensor&
 
   if (N > 0 && T > 0 && C > 0 && (need_x || need_w || need_A || need_gsum)) {
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "graph_conv_backward_cpu", [&] {
+      // the AVX-512 panels of the products backward_kernel takes (empty: GEMMs): aggregate-first sums
+      // dX_k A_k^T for dx and spreads x A_k for dW; mix-first spreads g A_k^T for dW and dx
+      const bool sum = p.agg && need_x, spread = p.agg ? need_w : need_x || need_w;
       backward_kernel<scalar_t>(p, g.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
                                 weight.const_data_ptr<scalar_t>(), p.Wp.const_data_ptr<scalar_t>(),
                                 A.const_data_ptr<scalar_t>(), mask, need_gsum,
                                 need_x ? dx.mutable_data_ptr<scalar_t>() : nullptr, dW_acc.mutable_data_ptr<scalar_t>(),
                                 dA_acc.mutable_data_ptr<scalar_t>(), gsum_acc.mutable_data_ptr<scalar_t>(),
-                                p.agg && need_x ? subset_panel<scalar_t>(A, true) : std::vector<float>(),
-                                p.agg ? (need_w ? spread_panel<scalar_t>(A, false) : std::vector<float>())
-                                      : (need_x || need_w ? spread_panel<scalar_t>(A, true) : std::vector<float>()));
+                                sum ? subset_panel<scalar_t>(A, true, Panel::kSum) : std::vector<float>(),
+                                spread ? subset_panel<scalar_t>(A, !p.agg, Panel::kSpread) : std::vector<float>());
     });
   } else if (need_gsum && N > 0 && T > 0) {
     gsum_acc[0].copy_(g.sum({0, 2}));  // C == 0: only the bias terms carry gradient
