@@ -99,7 +99,6 @@ void subset_sum_avx512(int64_t R, int64_t V, const float* in, int64_t stride_in,
   for (; r < R; ++r) subset_sum_rows<K_, NV, 1>(r, V, in, stride_in, panel, out, accumulate);
 }
 
-
 // ROWS input rows from r, each spread to all K subsets at once: for every k,
 // out[k*stride_out + (r + i)*V + w] = sum_v in[r + i, v] B_k[v, w]. The K*V outputs of a row sit
 // side by side in NL vectors ([row @ B_0 | row @ B_1 | ...]: 75 of 80 lanes at V = 25, K = 3,
