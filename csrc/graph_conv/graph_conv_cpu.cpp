@@ -8,7 +8,7 @@
 // is a GEMM on raw pointers (blas_cpu.h), except the products with all K subsets' A_k (or A_k^T):
 // the sums sum_k M_k A_k and the spreads M A_0, .., M A_{K-1} run as one AVX-512 pass each where
 // the CPU has it (aggregate_avx512.h). Two contraction orders:
-//   aggregate-first: X_k = x_n A_k (K skinny GEMMs over C_in*T rows), then one GEMM
+//   aggregate-first: X_k = x_n A_k over C_in*T rows (one spread pass, else K skinny GEMMs), then one GEMM
 //     y_n = [W_0 .. W_{K-1}] [X_0; ..; X_{K-1}] with inner dimension K*C_in (K*(C_in+1) with a
 //     bias, which rides in it as a constant input channel);
 //   mix-first: Z = W x_n (one GEMM), then y_n = sum_k Z_k A_k over C_out*T rows.

@@ -39,10 +39,11 @@ class HCN(OfficialEncoder):
     Input (N, C, T, V, M) with M = 2. Per body, separately for the position and the motion stream
     (motion = frame differences bilinearly resized back to T frames): conv1 1x1 C->64 + ReLU,
     conv2 (3x1) 64->window_size, joints become channels (the co-occurrence permute), conv3 3x3 V->32 +
-    MaxPool2, conv4 3x3 32->64 + Dropout2d(dropout, official 0.5) + MaxPool2; streams concatenated, conv5 3x3 128->128 +
+    MaxPool2, conv4 3x3 32->64 + Dropout2d + MaxPool2; streams concatenated, conv5 3x3 128->128 +
     ReLU + Dropout2d + MaxPool2, conv6 3x3 128->256 + ReLU + Dropout2d + MaxPool2; element-wise max over
     the two bodies, flattened: ``representation`` (N, 256 * T/16 * window_size/16) = (N, 4096) for
     T = 64. ``project``: with ``mlp=True`` Linear(4096, 4096) -> ReLU -> Linear(4096, num_class).
+    ``dropout`` is the rate of the three Dropout2d (official 0.5).
 
     Official keys load unchanged: ``load_official_state_dict(sd, prefix="module.encoder_r.")``
     for ISC's image query encoder.
