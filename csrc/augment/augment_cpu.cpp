@@ -9,8 +9,8 @@
 //      only the frames the taps name are read from x, through its strides;
 //   2. temporal blur with the sample's taps (zero padded) where blur_on;
 //   3. axis mask, stream (joint / bone / motion), joint mask with the fill value, written to out.
-// Steps 1-2 go through one (C, T_out, V*M) buffer per thread (tens of KB: cache resident), so
-// x is read once and the output written once. The noise is drawn here, per noisy sample, from the
+// Steps 1-2 go through two (C, T_out, V*M) buffers per thread, with zero rows around each channel
+// for the blur (`Padded`; tens of KB: cache resident), so x is read once and the output written once. The noise is drawn here, per noisy sample, from the
 // stream every backend shares (csrc/random/philox.h, key noise_seed + n); the blur taps come from Python.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <vector>
@@ -69,54 +70,106 @@ void temporal_taps(const int64_t* valid, const int64_t* start, const int64_t* le
   }
 }
 
-// blurred[c, t, :] = sum_k taps[k] * y[c, t + k - R, :] over the taps in [first, last), zero padded
-// in time, for the 3 channels of one sample of (T, VM) rows. Each channel is copied between R zero
-// rows in `padded` ((T + 2R) VM values), so the blur is one stencil over the flat T * VM values,
-// out[i] = sum_k taps[k] * padded[i + k VM], with no per-row tap ranges and no short row tails.
-// kVecs 64-byte vectors of sums stay in registers over the taps (GCC vector types: as plain arrays
-// the sums went through the stack at every tap). An AVX-512 and an AVX2 clone are picked at load
-// time where the CPU has them; none contracts to FMA, so every clone gives the same bits.
-template <typename scalar_t, int kVecs>
+// The blur reads the sample from its padded layout (`Padded`): each channel's T rows of VM values
+// with R zero rows before it and after the last, consecutive channels sharing their R zero rows.
+// Blurring all three channels is then one stencil over the flat run from channel 0's first row to
+// channel 2's last, out[i] = sum_k taps[k] * in[i + (k - R) VM], with no per-row tap ranges and no
+// short tails; the 2R rows between channels are computed too (in the output's pad rows, never read).
+struct Padded {
+  int64_t T, VM, R;
+  int64_t size() const { return (3 * (T + R) + R) * VM; }
+  int64_t row(int64_t c, int64_t t) const { return (R + c * (T + R) + t) * VM; }  // offset of row t of c
+  int64_t run() const { return (3 * T + 2 * R) * VM; }  // values from row(0, 0) to the end of channel 2
+};
+
+// kVecs vectors of kBytes hold the sums in registers over the taps (GCC vector types: as plain
+// arrays the sums went through the stack at every tap). Each form below uses its target's own
+// register width: a 64-byte type on an AVX2 target became pairs of registers spilled at every tap
+// (the whole op 3x slower). No form contracts to FMA, so all give the same bits.
+template <typename scalar_t, int kBytes, int kVecs>
 __attribute__((always_inline)) inline void stencil_block(const scalar_t* src, scalar_t* dst, const scalar_t* taps,
                                                         int64_t first, int64_t last, int64_t VM) {
-  typedef scalar_t vec __attribute__((vector_size(64)));
+  typedef scalar_t vec __attribute__((vector_size(kBytes)));
   vec acc[kVecs] = {};
   for (int64_t k = first; k < last; ++k) {
     const vec wk = vec{} + taps[k];
     const scalar_t* s = src + k * VM;
     for (int v = 0; v < kVecs; ++v) {
       vec x;
-      std::memcpy(&x, s + v * (64 / sizeof(scalar_t)), sizeof x);
+      std::memcpy(&x, s + v * (kBytes / sizeof(scalar_t)), sizeof x);
       acc[v] += wk * x;
     }
   }
   std::memcpy(dst, acc, sizeof acc);
 }
 
-template <typename scalar_t>
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-__attribute__((target_clones("avx512f", "avx2", "default"), optimize("fp-contract=off")))
-#endif
-void blur_sample(const scalar_t* y, scalar_t* blurred, scalar_t* padded, const scalar_t* taps, int64_t first,
-                 int64_t last, int64_t T, int64_t VM, int64_t R) {
-  constexpr int64_t kLanes = 64 / sizeof(scalar_t);
-  const int64_t plane = T * VM;
-  std::fill(padded, padded + R * VM, scalar_t(0));
-  std::fill(padded + (R + T) * VM, padded + (T + 2 * R) * VM, scalar_t(0));
-  for (int64_t c = 0; c < 3; ++c) {
-    std::copy(y + c * plane, y + (c + 1) * plane, padded + R * VM);
-    scalar_t* out = blurred + c * plane;
-    int64_t i = 0;
-    for (; i + 4 * kLanes <= plane; i += 4 * kLanes)
-      stencil_block<scalar_t, 4>(padded + i, out + i, taps, first, last, VM);
-    for (; i + kLanes <= plane; i += kLanes)
-      stencil_block<scalar_t, 1>(padded + i, out + i, taps, first, last, VM);
-    for (; i < plane; ++i) {
-      scalar_t acc = 0;
-      for (int64_t k = first; k < last; ++k) acc += taps[k] * padded[i + k * VM];
-      out[i] = acc;
-    }
+// dst[i] = sum_{k in [first, last)} taps[k] * src[i + k VM] for i in [0, count): blocks of kWide
+// vectors, then single vectors, then scalars
+template <typename scalar_t, int kBytes, int kWide>
+__attribute__((always_inline)) inline void stencil_run(const scalar_t* src, scalar_t* dst, const scalar_t* taps,
+                                                      int64_t first, int64_t last, int64_t VM, int64_t count) {
+  constexpr int64_t kLanes = kBytes / sizeof(scalar_t);
+  int64_t i = 0;
+  for (; i + kWide * kLanes <= count; i += kWide * kLanes)
+    stencil_block<scalar_t, kBytes, kWide>(src + i, dst + i, taps, first, last, VM);
+  for (; i + kLanes <= count; i += kLanes)
+    stencil_block<scalar_t, kBytes, 1>(src + i, dst + i, taps, first, last, VM);
+  for (; i < count; ++i) {
+    scalar_t acc = 0;
+    for (int64_t k = first; k < last; ++k) acc += taps[k] * src[i + k * VM];
+    dst[i] = acc;
   }
+}
+
+// Four vectors of sums, at the target's width: AVX-512 (16 floats a register), AVX2 (8) and the
+// baseline SSE2 (4), picked at run time
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(SKELFAST_NO_AVX2)
+#define SKELFAST_BLUR_X86 1
+template <typename scalar_t>
+__attribute__((target("avx512f"), optimize("fp-contract=off"))) void stencil_avx512(
+    const scalar_t* src, scalar_t* dst, const scalar_t* taps, int64_t first, int64_t last, int64_t VM, int64_t count) {
+  stencil_run<scalar_t, 64, 4>(src, dst, taps, first, last, VM, count);
+}
+
+template <typename scalar_t>
+__attribute__((target("avx2"), optimize("fp-contract=off"))) void stencil_avx2(
+    const scalar_t* src, scalar_t* dst, const scalar_t* taps, int64_t first, int64_t last, int64_t VM, int64_t count) {
+  stencil_run<scalar_t, 32, 4>(src, dst, taps, first, last, VM, count);
+}
+#endif
+
+template <typename scalar_t>
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("fp-contract=off")))
+#endif
+void stencil_baseline(const scalar_t* src, scalar_t* dst, const scalar_t* taps, int64_t first, int64_t last,
+                      int64_t VM, int64_t count) {
+  stencil_run<scalar_t, 16, 4>(src, dst, taps, first, last, VM, count);
+}
+
+#ifdef SKELFAST_BLUR_X86
+// 2 AVX-512, 1 AVX2, 0 baseline: the widest the CPU has, capped by SKELFAST_CPU_ISA=avx2 or
+// =baseline (read once; the tests run each form in a child process and compare the bits)
+int stencil_form() {
+  const char* isa = std::getenv("SKELFAST_CPU_ISA");
+  const int cap = isa == nullptr ? 2 : std::strcmp(isa, "baseline") == 0 ? 0 : std::strcmp(isa, "avx2") == 0 ? 1 : 2;
+  const int best = __builtin_cpu_supports("avx512f") ? 2 : __builtin_cpu_supports("avx2") ? 1 : 0;
+  return std::min(cap, best);
+}
+#endif
+
+// blurred[c, t] = sum_k taps[k] y[c, t + k - R] (zero padded in time), both in the Padded layout
+template <typename scalar_t>
+void blur_sample(const scalar_t* y, scalar_t* blurred, const scalar_t* taps, int64_t first, int64_t last,
+                 const Padded& layout) {
+  const scalar_t* src = y + layout.row(0, 0) - layout.R * layout.VM;  // tap k reads row t + k - R
+  scalar_t* dst = blurred + layout.row(0, 0);
+#ifdef SKELFAST_BLUR_X86
+  static const int form = stencil_form();
+  if (form == 2) return stencil_avx512(src, dst, taps, first, last, layout.VM, layout.run());
+  if (form == 1) return stencil_avx2(src, dst, taps, first, last, layout.VM, layout.run());
+#endif
+  stencil_baseline(src, dst, taps, first, last, layout.VM, layout.run());
 }
 
 template <typename scalar_t>
@@ -159,8 +212,9 @@ void augment_kernel(const Tensor& x, const int64_t* i0, const int64_t* i1, const
     masked_at[t + 1] = static_cast<int64_t>(masked_cols.size());
   }
   at::parallel_for(0, workers, 1, [&](int64_t, int64_t) {
-    std::vector<scalar_t> y(sample_size), blurred(sample_size), padded((T + 2 * R) * VM), coef(9 * VM),
-        p(3 * VM);
+    const Padded layout{T, VM, R};
+    // zero pad rows written once: the passes below write only the T rows of each channel
+    std::vector<scalar_t> y(layout.size(), scalar_t(0)), blurred(layout.size()), coef(9 * VM), p(3 * VM);
     std::vector<int64_t> column(VM);
     std::vector<float> noise;
     for (int64_t n = next_sample++; n < N; n = next_sample++) {
@@ -223,7 +277,7 @@ void augment_kernel(const Tensor& x, const int64_t* i0, const int64_t* i1, const
         }
         const scalar_t *p0 = p.data(), *p1 = p0 + VM, *p2 = p1 + VM;
         for (int64_t c = 0; c < 3; ++c) {
-          scalar_t* dst = y.data() + (c * T + t) * VM;
+          scalar_t* dst = y.data() + layout.row(c, t);
           if (one_matrix) {
             const scalar_t e0 = e_all[c * 3], e1 = e_all[c * 3 + 1], e2 = e_all[c * 3 + 2];
             for (int64_t j = 0; j < VM; ++j) dst[j] = e0 * p0[j] + e1 * p1[j] + e2 * p2[j];
@@ -252,7 +306,7 @@ void augment_kernel(const Tensor& x, const int64_t* i0, const int64_t* i1, const
         int64_t first = 0, last = K;
         while (first < last && tp[first] == scalar_t(0)) ++first;
         while (last > first && tp[last - 1] == scalar_t(0)) --last;
-        blur_sample(y.data(), blurred.data(), padded.data(), tp, first, last, T, VM, R);
+        blur_sample(y.data(), blurred.data(), tp, first, last, layout);
         pre = blurred.data();
       }
       // 3. axis mask, stream, joint mask
@@ -260,7 +314,7 @@ void augment_kernel(const Tensor& x, const int64_t* i0, const int64_t* i1, const
       for (int64_t c = 0; c < C; ++c) {
         const scalar_t kc = static_cast<scalar_t>(keep[n * 3 + c]);
         for (int64_t t = 0; t < T; ++t) {
-          const scalar_t* row = pre + (c * T + t) * VM;
+          const scalar_t* row = pre + layout.row(c, t);
           scalar_t* dst = on + (c * T + t) * VM;
           if (stream == kStreamJoint) {
             for (int64_t j = 0; j < VM; ++j) dst[j] = row[j] * kc;

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -173,6 +176,50 @@ def test_cpu_blur_with_small_sigma_matches_reference(backend, dtype):
     tol = ATOL if dtype == torch.float32 else 1e-12
     actual = CPU_PATHS[backend](x, valid, p, torch.tensor(0.0), torch.arange(25))
     assert_close(actual, expected, tol, tol, f"{backend} {dtype}")
+
+
+@requires_cpp
+def test_cpp_blur_forms_give_the_same_bits(tmp_path):
+    """The C++ blur is built for AVX-512, AVX2 and the baseline (picked at run time, capped by
+    SKELFAST_CPU_ISA, read once per process): each runs in a child process on the same input, with
+    blocks of four vectors, single vectors and a scalar tail ((3 T + 2 R) V M = 49 * 50 values), and
+    float32 and float64 (other lane counts). None contracts to FMA, so all give the same bits; each
+    also meets the reference."""
+    script = (
+        "import sys, torch\n"
+        "from skelfast.augment import AugmentParams\n"
+        "from skelfast.ops.augment import augment_cpp\n"
+        "g = torch.Generator().manual_seed(0)\n"
+        "x = torch.randn(3, 3, 20, 25, 2, generator=g)\n"
+        "valid = torch.tensor([20, 17, 9])\n"
+        "p = AugmentParams.identity(valid, 25, 11).replace(\n"
+        "    blur_on=torch.tensor([True, False, True]), blur_sigma=torch.tensor([1.7, 1.0, 0.6]))\n"
+        "outs = [augment_cpp(x.to(d), valid, p, torch.tensor(0.0), torch.arange(25))\n"
+        "        for d in (torch.float32, torch.float64)]\n"
+        "torch.save(outs, sys.argv[1])\n"
+    )
+    results = {}
+    for isa in ("baseline", "avx2", "avx512"):
+        path = tmp_path / f"{isa}.pt"
+        env = {**os.environ, "SKELFAST_CPU_ISA": isa}
+        done = subprocess.run(
+            [sys.executable, "-c", script, str(path)], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr
+        results[isa] = torch.load(path)
+    x, valid = (
+        torch.randn(3, 3, 20, 25, 2, generator=torch.Generator().manual_seed(0)),
+        torch.tensor([20, 17, 9]),
+    )
+    p = AugmentParams.identity(valid, 25, 11).replace(
+        blur_on=torch.tensor([True, False, True]), blur_sigma=torch.tensor([1.7, 1.0, 0.6])
+    )
+    for i, dtype in enumerate((torch.float32, torch.float64)):
+        expected = reference(x.to(dtype), valid, p)
+        tol = ATOL if dtype == torch.float32 else 1e-12
+        assert_close(results["avx512"][i], expected, tol, tol, f"avx512 {dtype}")
+        for isa in ("baseline", "avx2"):
+            assert torch.equal(results[isa][i], results["avx512"][i]), (isa, dtype)
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
