@@ -1,6 +1,7 @@
 """Plots of the latest benchmark run: one PNG per benchmark from ``results/results.csv``.
 
-Each benchmark's newest rows (those sharing its newest date) become horizontal bar charts: the
+Each benchmark's latest rows (its newest run, plus older rows of cases no newer run measured) become
+horizontal bar charts: the
 speed-up ratios per case with a dashed line at each issue target (#9), and, where the table has
 them, the fraction of the machine limit measured in the same run (sgemm or copy) and peak-memory
 ratios. The CSV's metric names differ per benchmark, so each benchmark maps them explicitly in
@@ -131,6 +132,7 @@ SPECS: dict[str, PlotSpec] = {
                 (
                     Series("x official", "vs official", ((2.0, _ge(2)),)),
                     Series("x compiled", "vs compiled", ((1.5, _ge(1.5)),)),
+                    Series("attainable x official", "attainable vs official (oneDNN temporal convs)"),
                 ),
             ),
             Panel("fraction of sgemm", (Series("sgemm fraction", "of sgemm"),), parity=None),
@@ -211,26 +213,44 @@ class Run:
         return ", ".join(parts) or "?"
 
 
+def _row_key(row: dict[str, str]) -> str:
+    """What names a table row across runs: its case, else its first column (augment's ``recipe``,
+    methods' ``method``)."""
+    return row["case"] or next((v for k, v in row.items() if k != "case"), "")
+
+
 def latest_runs(csv_path: str) -> dict[str, Run]:
-    """Each benchmark's newest run in ``csv_path`` (the rows sharing its newest date), rebuilt into
-    table rows: a new row starts where the case changes or a metric repeats (tables without a
-    ``case`` column, e.g. augment's ``recipe``, write every row with an empty case)."""
+    """Each benchmark's latest rows in ``csv_path``: its newest run (the rows sharing its newest
+    date), and from older runs the rows that no newer run measured again, so a run of some cases
+    (``SKELFAST_BENCH_METHODS=isc``) does not hide the others; ``Run.date`` lists the dates used,
+    newest first. Tables are rebuilt from the records: a new row starts where the case changes or a
+    metric repeats (tables without a ``case`` column, e.g. augment's ``recipe``, write every row
+    with an empty case)."""
     with open(csv_path, newline="") as f:
         records = list(csv.DictReader(f))
-    newest: dict[str, str] = {}
-    for r in records:  # "YYYY-MM-DD HH:MM" sorts as text
-        newest[r["benchmark"]] = max(newest.get(r["benchmark"], ""), r["date"])
-    runs: dict[str, Run] = {}
+    by_date: dict[str, dict[str, Run]] = {}  # benchmark -> date -> that run's table
     for r in records:
-        name = r["benchmark"]
-        if r["date"] != newest[name]:
-            continue
-        run = runs.setdefault(name, Run(name, r["date"], r["device"], r["torch"], []))
+        run = by_date.setdefault(r["benchmark"], {}).setdefault(
+            r["date"], Run(r["benchmark"], r["date"], r["device"], r["torch"], [])
+        )
         row = run.rows[-1] if run.rows else None
         if row is None or row["case"] != r["case"] or r["metric"] in row:
             row = {"case": r["case"]}
             run.rows.append(row)
         row[r["metric"]] = r["value"]
+    runs: dict[str, Run] = {}
+    for name, dated in by_date.items():
+        ordered = [dated[d] for d in sorted(dated, reverse=True)]  # "YYYY-MM-DD HH:MM" sorts as text
+        merged = Run(name, ordered[0].date, ordered[0].device, ordered[0].torch, list(ordered[0].rows))
+        seen, dates = {_row_key(r) for r in merged.rows}, [ordered[0].date]
+        for older in ordered[1:]:
+            new_rows = [r for r in older.rows if _row_key(r) not in seen]
+            if new_rows:
+                merged.rows.extend(new_rows)
+                seen.update(_row_key(r) for r in new_rows)
+                dates.append(older.date)
+        merged.date = ", ".join(dates)
+        runs[name] = merged
     return runs
 
 

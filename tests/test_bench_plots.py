@@ -74,6 +74,25 @@ def test_latest_runs_keeps_the_newest_date_and_rebuilds_the_table(tmp_path) -> N
     assert runs["methods"].date == OLD[0]  # a benchmark's latest run may be older than another's
 
 
+def test_latest_runs_keeps_older_rows_that_a_partial_run_did_not_measure(tmp_path) -> None:  # noqa: ANN001
+    """A newer run of one case (``SKELFAST_BENCH_METHODS=isc``) replaces that case's row only."""
+    full = [{"method": m, "x reference": x} for m, x in (("hico", 1.3), ("isc", 1.1), ("crrl", 3.7))]
+    partial = [{"method": "isc", "x reference": 1.2}]
+    path = str(tmp_path / "results.csv")
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(HEADER)
+        writer.writerows(_rows(OLD, "methods", full))
+        writer.writerows(_rows(NEW, "methods", partial))
+    run = plots.latest_runs(path)["methods"]
+    assert [(r["method"], r["x reference"]) for r in run.rows] == [
+        ("isc", "1.2"),
+        ("hico", "1.3"),
+        ("crrl", "3.7"),
+    ]
+    assert run.date == f"{NEW[0]}, {OLD[0]}"
+
+
 def test_as_number_reads_leading_numbers_only() -> None:
     assert plots.as_number("1.47") == 1.47
     assert plots.as_number("519 samples/s") == 519.0
