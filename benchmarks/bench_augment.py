@@ -1,7 +1,7 @@
 """Batched skeleton augmentation on the CPU: the C++ kernel (``cpp`` backend; the vectorised
 ``torch`` path in its own columns) against the per-sample reference chain (the official feeders'
 way), the batched eager reference, torch.compile of it, and a plain copy of the same bytes (input
-read + output written) measured in the same run.
+read + output written), all timed in turns in one run.
 
 The per-sample baseline is ``skelfast.reference.augment_numpy.apply_params``: numpy step by step
 as the official feeders, including their per-sample ``F.interpolate`` (crop-resize) and
@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from benchmarks.common import bench_device, compiled, on_cuda, time_fn, write_results
+from benchmarks.common import bench_device, compiled, on_cuda, time_fn, time_interleaved, write_results
 from skelfast.augment import CRRL, ISC, HiCLR, HiCo
 from skelfast.ops.augment import _cpp_reason, augment_cpp, augment_torch
 from skelfast.reference import augment_numpy
@@ -44,11 +44,8 @@ def run_case(name: str, n: int = 256, numpy_samples: int = 32) -> dict[str, obje
     x, valid, params, temporal = _inputs(name, n)
     fill, parents = torch.tensor(0.0), bone_parents(25)
     cpu_path = "cpp" if _cpp_reason(x) is None else "torch"
-    fast = time_fn(lambda: CPU_PATHS[cpu_path](x, valid, params, fill, parents), repeats=10)
-    vectorised = time_fn(lambda: augment_torch(x, valid, params, fill, parents), repeats=10)
-    eager = time_fn(lambda: reference(x, valid, params, fill, parents), repeats=5)
     ref_compiled = compiled(lambda: reference(x, valid, params, fill, parents))
-    comp = time_fn(ref_compiled, repeats=5, warmup=2)
+    ref_compiled()  # compile outside the timed turns
     # per-sample numpy, as the official feeders run in DataLoader workers (a subset, scaled)
     sub = params.replace(
         **{k: v[:numpy_samples] for k, v in params.tensors().items() if v.dim() and k != "frame_joint_mask"}
@@ -62,12 +59,25 @@ def run_case(name: str, n: int = 256, numpy_samples: int = 32) -> dict[str, obje
         noise[noisy] = np.random.normal(size=(int(noisy.sum()), *shape[1:]))  # the feeders' draw
         return augment_numpy.apply_params(xs, vs, sub, temporal, noise)
 
-    per_sample = time_fn(numpy_chain, repeats=3, warmup=1)
     # the op reads x and writes the output: a copy that reads and writes half of those bytes each
     # moves the same number of bytes through memory
     half = (x.numel() + n * 3 * params.t_out * 25 * 2) // 2
     src, dst = torch.randn(half).to(x.dtype), torch.empty(half, dtype=x.dtype)
-    copy = time_fn(lambda: dst.copy_(src), repeats=10)
+    # every column timed in turns: this VM's speed drifts by tens of percent between minutes
+    timings = time_interleaved(
+        {
+            "fast": lambda: CPU_PATHS[cpu_path](x, valid, params, fill, parents),
+            "vectorised": lambda: augment_torch(x, valid, params, fill, parents),
+            "eager": lambda: reference(x, valid, params, fill, parents),
+            "compiled": ref_compiled,
+            "numpy": numpy_chain,
+            "copy": lambda: dst.copy_(src),
+        },
+        repeats=10,
+        warmup=1,
+    )
+    fast, vectorised, eager, comp = (timings[k] for k in ("fast", "vectorised", "eager", "compiled"))
+    per_sample, copy = timings["numpy"], timings["copy"]
     rate = n / (fast.median_ms * 1e-3)
     return {
         "recipe": name,

@@ -240,6 +240,9 @@ def latest_runs(csv_path: str) -> dict[str, Run]:
         row[r["metric"]] = r["value"]
     runs: dict[str, Run] = {}
     for name, dated in by_date.items():
+        for run in dated.values():  # runs within one minute share a date: keep each case's last row
+            last = {_row_key(r): r for r in run.rows}
+            run.rows = [r for r in run.rows if last[_row_key(r)] is r]
         ordered = [dated[d] for d in sorted(dated, reverse=True)]  # "YYYY-MM-DD HH:MM" sorts as text
         merged = Run(name, ordered[0].date, ordered[0].device, ordered[0].torch, list(ordered[0].rows))
         seen, dates = {_row_key(r) for r in merged.rows}, [ordered[0].date]

@@ -75,7 +75,8 @@ def test_latest_runs_keeps_the_newest_date_and_rebuilds_the_table(tmp_path) -> N
 
 
 def test_latest_runs_keeps_older_rows_that_a_partial_run_did_not_measure(tmp_path) -> None:  # noqa: ANN001
-    """A newer run of one case (``SKELFAST_BENCH_METHODS=isc``) replaces that case's row only."""
+    """A newer run of one case (``SKELFAST_BENCH_METHODS=isc``) replaces that case's row only; of
+    two runs within one minute (one date), the later row is kept."""
     full = [{"method": m, "x reference": x} for m, x in (("hico", 1.3), ("isc", 1.1), ("crrl", 3.7))]
     partial = [{"method": "isc", "x reference": 1.2}]
     path = str(tmp_path / "results.csv")
@@ -84,9 +85,10 @@ def test_latest_runs_keeps_older_rows_that_a_partial_run_did_not_measure(tmp_pat
         writer.writerow(HEADER)
         writer.writerows(_rows(OLD, "methods", full))
         writer.writerows(_rows(NEW, "methods", partial))
+        writer.writerows(_rows(NEW, "methods", [{"method": "isc", "x reference": 1.25}]))  # same minute
     run = plots.latest_runs(path)["methods"]
     assert [(r["method"], r["x reference"]) for r in run.rows] == [
-        ("isc", "1.2"),
+        ("isc", "1.25"),
         ("hico", "1.3"),
         ("crrl", "3.7"),
     ]
