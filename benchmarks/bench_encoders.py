@@ -18,13 +18,18 @@ where this bound is under 2 the 2x target needs a temporal convolution faster th
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
-import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks.common import bench_device, compiled, env_batch, sgemm_probe, time_interleaved, write_results
+from benchmarks.common import (
+    bench_device,
+    compiled,
+    convolutions_alone,
+    env_batch,
+    sgemm_probe,
+    time_interleaved,
+    write_results,
+)
 from skelfast import use_backend
 from skelfast.nn.agcn import AGCN
 from skelfast.nn.stgcn import stgcn_hiclr, stgcn_standard
@@ -50,39 +55,6 @@ def _step(model: torch.nn.Module, x: torch.Tensor) -> None:
     model(x).square().mean().backward()
 
 
-def temporal_convs(model: torch.nn.Module, x: torch.Tensor) -> tuple[Callable[[], None], int]:
-    """A call that runs forward and backward (input, weight and bias gradients) of every (k, 1)
-    temporal convolution of ``model`` on inputs of the shapes one forward of ``x`` gives them, and
-    those convolutions' FLOPs (forward 2 N C_out C_in k T_out V, backward twice that)."""
-    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size[0] > 1]
-    shapes: dict[torch.nn.Conv2d, torch.Size] = {}
-
-    def record(conv: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
-        shapes.setdefault(conv, args[0].shape)
-
-    hooks = [conv.register_forward_pre_hook(record) for conv in convs]
-    with torch.no_grad():  # train mode: moves BatchNorm's running statistics, which train mode ignores
-        model(x)
-    for hook in hooks:
-        hook.remove()
-    cases, flops = [], 0
-    for conv in convs:
-        inp = torch.randn(shapes[conv], device=x.device, requires_grad=True)
-        with torch.no_grad():
-            out = conv(inp)
-        grad = torch.randn_like(out)
-        cases.append((conv, inp, grad))
-        n, c_out, t_out, v = out.shape
-        flops += 3 * 2 * n * c_out * conv.in_channels * conv.kernel_size[0] * t_out * v
-
-    def run() -> None:
-        for conv, inp, grad in cases:  # the functional call: no module hooks (FlopCounterMode adds some)
-            out = F.conv2d(inp, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
-            torch.autograd.grad(out, (inp, conv.weight, conv.bias), grad)
-
-    return run, flops
-
-
 def counted_flops(model: torch.nn.Module, x: torch.Tensor) -> int:
     with FlopCounterMode(display=False) as counter:
         _step(model, x)
@@ -101,7 +73,9 @@ def run_case(
         with use_backend("graph_conv=cpp"):
             _step(model, x)
 
-    convs_only, conv_flops = temporal_convs(official, x)
+    # the official forward with autograd on (every convolution timed forward and backward); train
+    # mode, so it moves BatchNorm's running statistics only, which train mode ignores
+    convs_only, conv_flops = convolutions_alone(official, lambda: official(x))
     matmul, matmul_flops = sgemm_probe()
     steps = {
         "skelfast": skelfast_step,

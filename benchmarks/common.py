@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import datetime
 import functools
+import math
 import os
 import platform
 import statistics
@@ -119,6 +120,74 @@ def time_interleaved(
         for name in order if round_index % 2 == 0 else reversed(order):
             samples[name].append(one(fns[name]))
     return {name: _timing(values) for name, values in samples.items()}
+
+
+@dataclass(frozen=True)
+class _ConvCall:
+    conv: torch.nn.Module
+    inp: torch.Tensor
+    grad: torch.Tensor | None  # None: forward only (the call ran without autograd recording)
+
+
+def convolutions_alone(
+    model: torch.nn.Module, forward: Callable[[], object]
+) -> tuple[Callable[[], None], int]:
+    """The convolutions of ``model`` with a kernel larger than one (ST-GCN's and AGCN's (9, 1)
+    temporal convolutions, HCN's, HiCo's UDM), as one forward of ``forward()`` calls them: returns a
+    call that runs each of them alone on fresh inputs of the recorded shapes (forward, and backward
+    to the input and the weights where autograd recorded the real call: a key encoder's run forward
+    only), and those calls' FLOPs (forward 2 * out.numel() * C_in / groups * kernel size, each
+    backward product the same again). ``forward()`` runs once here, with its side effects (a
+    method's queue and momentum update). The functional form runs them, without module hooks
+    (FlopCounterMode adds some). These are oneDNN's convolutions in skelfast and in the official
+    models alike, so their time bounds what skelfast can change."""
+    convs = [
+        m
+        for m in model.modules()
+        if isinstance(m, torch.nn.Conv1d | torch.nn.Conv2d) and math.prod(m.kernel_size) > 1
+    ]
+    calls: list[tuple[torch.nn.Module, torch.Size, bool, bool]] = []
+
+    def record(conv: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        backward = torch.is_grad_enabled() and conv.weight.requires_grad
+        calls.append((conv, args[0].shape, backward, backward and args[0].requires_grad))
+
+    hooks = [conv.register_forward_pre_hook(record) for conv in convs]
+    try:
+        forward()
+    finally:
+        for hook in hooks:
+            hook.remove()
+    cases, flops = [], 0
+    for conv, shape, backward, input_grad in calls:
+        if conv.padding_mode != "zeros":
+            raise ValueError(f"convolutions_alone: {conv} pads with {conv.padding_mode!r}, not zeros")
+        inp = torch.randn(shape, device=conv.weight.device, requires_grad=input_grad)
+        with torch.no_grad():
+            out = conv(inp)
+        forward_flops = 2 * out.numel() * conv.in_channels // conv.groups * math.prod(conv.kernel_size)
+        flops += forward_flops * (1 + int(backward) + int(input_grad))
+        cases.append(_ConvCall(conv, inp, torch.randn_like(out) if backward else None))
+
+    def run() -> None:
+        for case in cases:
+            conv = case.conv
+            functional = (
+                torch.nn.functional.conv1d
+                if isinstance(conv, torch.nn.Conv1d)
+                else torch.nn.functional.conv2d
+            )
+            with torch.set_grad_enabled(case.grad is not None):
+                out = functional(
+                    case.inp, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups
+                )
+                if case.grad is not None:
+                    wanted = [
+                        t for t in (case.inp, conv.weight, conv.bias) if t is not None and t.requires_grad
+                    ]
+                    torch.autograd.grad(out, wanted, case.grad)
+
+    return run, flops
 
 
 def peak_extra_memory(fn: Callable[[], object]) -> int:

@@ -162,6 +162,7 @@ SPECS: dict[str, PlotSpec] = {
                     ),
                     Series("fwd x reference", "fwd vs reference"),
                     Series("fwd x compiled", "fwd vs compiled reference"),
+                    Series("attainable x reference", "attainable step (oneDNN convolutions, rest at sgemm)"),
                 ),
             ),
             Panel(
