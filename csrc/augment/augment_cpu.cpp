@@ -23,6 +23,7 @@
 #include <limits>
 #include <vector>
 
+#include "../cpu_isa.h"
 #include "../random/philox.h"
 
 namespace skelfast {
@@ -148,17 +149,6 @@ void stencil_baseline(const scalar_t* src, scalar_t* dst, const scalar_t* taps, 
   stencil_run<scalar_t, 16, 4>(src, dst, taps, first, last, VM, count);
 }
 
-#ifdef SKELFAST_BLUR_X86
-// 2 AVX-512, 1 AVX2, 0 baseline: the widest the CPU has, capped by SKELFAST_CPU_ISA=avx2 or
-// =baseline (read once; the tests run each form in a child process and compare the bits)
-int stencil_form() {
-  const char* isa = std::getenv("SKELFAST_CPU_ISA");
-  const int cap = isa == nullptr ? 2 : std::strcmp(isa, "baseline") == 0 ? 0 : std::strcmp(isa, "avx2") == 0 ? 1 : 2;
-  const int best = __builtin_cpu_supports("avx512f") ? 2 : __builtin_cpu_supports("avx2") ? 1 : 0;
-  return std::min(cap, best);
-}
-#endif
-
 // blurred[c, t] = sum_k taps[k] y[c, t + k - R] (zero padded in time), both in the Padded layout
 template <typename scalar_t>
 void blur_sample(const scalar_t* y, scalar_t* blurred, const scalar_t* taps, int64_t first, int64_t last,
@@ -166,7 +156,7 @@ void blur_sample(const scalar_t* y, scalar_t* blurred, const scalar_t* taps, int
   const scalar_t* src = y + layout.row(0, 0) - layout.R * layout.VM;  // tap k reads row t + k - R
   scalar_t* dst = blurred + layout.row(0, 0);
 #ifdef SKELFAST_BLUR_X86
-  static const int form = stencil_form();
+  const int form = cpu_isa_level();  // 2 AVX-512, 1 AVX2, 0 baseline (SKELFAST_CPU_ISA caps it)
   // Denormals read and written as zero (DAZ | FTZ) for the stencil: small sigmas give outer taps
   // below float32's smallest normal (sigma 0.3 and 0.5: two taps ~1e-43), and every multiply by
   // one took a microcode assist, 25x the stencil's time for those samples. What changes is below

@@ -9,11 +9,10 @@
 //   forward:  statistics per channel (rows of S, merged with Chan's formula), then y row by row;
 //   backward: per-channel sums of the gated gradient gb = g * [y > 0] * keep * keep_scale and of
 //             gb * (x - mean), then dx (and the residual's gradient g * [y > 0]) row by row.
-// Inner loops run over one (n, c) row of S contiguous values and keep 16 independent accumulators
-// so the compiler vectorises the reductions without reassociating float sums; rows merge in
-// double. The per-channel reductions run over fixed blocks of samples in memory order and the
-// elementwise passes over rows, both split over threads; every sum is taken in a fixed order, so
-// results do not depend on the thread count.
+// The loops over rows live in batch_norm_rows_impl.h, compiled for the baseline, AVX2 and AVX-512
+// and picked at run time (the same bits from each). The per-channel reductions run over fixed
+// blocks of samples in memory order and the elementwise passes over rows, both split over threads;
+// every sum is taken in a fixed order, so results do not depend on the thread count.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -24,51 +23,40 @@
 #include <optional>
 #include <vector>
 
+#include "../cpu_isa.h"
+#include "batch_norm_rows.h"
+
 namespace skelfast {
 namespace {
 
 using at::Tensor;
 
-constexpr int64_t kLanes = 16;
-
+// The row loops of the widest instruction set the CPU has (cpu_isa_level)
 template <typename scalar_t>
-double row_sum(const scalar_t* p, int64_t S) {
-  scalar_t acc[kLanes] = {};
-  int64_t s = 0;
-  for (; s + kLanes <= S; s += kLanes)
-    for (int64_t j = 0; j < kLanes; ++j) acc[j] += p[s + j];
-  double total = 0;
-  for (int64_t j = 0; j < kLanes; ++j) total += acc[j];
-  for (; s < S; ++s) total += p[s];
-  return total;
+const bn::RowKernels<scalar_t>& row_kernels();
+
+template <>
+const bn::RowKernels<float>& row_kernels<float>() {
+  static const bn::RowKernels<float> kernels = [] {
+#ifdef SKELFAST_BN_X86
+    if (cpu_isa_level() == 2) return bn::kernels_avx512_f32();
+    if (cpu_isa_level() == 1) return bn::kernels_avx2_f32();
+#endif
+    return bn::kernels_default_f32();
+  }();
+  return kernels;
 }
 
-// sum_s (p[s] - mu)^2 and sum_s q[s] * (p[s] - mu)
-template <typename scalar_t>
-double row_centered_square(const scalar_t* p, int64_t S, scalar_t mu) {
-  scalar_t acc[kLanes] = {};
-  int64_t s = 0;
-  for (; s + kLanes <= S; s += kLanes)
-    for (int64_t j = 0; j < kLanes; ++j) {
-      const scalar_t d = p[s + j] - mu;
-      acc[j] += d * d;
-    }
-  double total = 0;
-  for (int64_t j = 0; j < kLanes; ++j) total += acc[j];
-  for (; s < S; ++s) total += static_cast<double>(p[s] - mu) * (p[s] - mu);
-  return total;
-}
-
-template <typename scalar_t>
-double row_centered_dot(const scalar_t* q, const scalar_t* p, int64_t S, scalar_t mu) {
-  scalar_t acc[kLanes] = {};
-  int64_t s = 0;
-  for (; s + kLanes <= S; s += kLanes)
-    for (int64_t j = 0; j < kLanes; ++j) acc[j] += q[s + j] * (p[s + j] - mu);
-  double total = 0;
-  for (int64_t j = 0; j < kLanes; ++j) total += acc[j];
-  for (; s < S; ++s) total += static_cast<double>(q[s]) * (p[s] - mu);
-  return total;
+template <>
+const bn::RowKernels<double>& row_kernels<double>() {
+  static const bn::RowKernels<double> kernels = [] {
+#ifdef SKELFAST_BN_X86
+    if (cpu_isa_level() == 2) return bn::kernels_avx512_f64();
+    if (cpu_isa_level() == 1) return bn::kernels_avx2_f64();
+#endif
+    return bn::kernels_default_f64();
+  }();
+  return kernels;
 }
 
 struct Shape {
@@ -95,16 +83,6 @@ void for_each_sample_block(int64_t N, const Fn& fn) {
   });
 }
 
-// Chan's parallel-variance update: fold (count_b, mean_b, m2_b) into (count, mean, m2).
-inline void chan_merge(double& count, double& mean, double& m2, double count_b, double mean_b, double m2_b) {
-  const double merged = count + count_b;
-  if (merged == 0) return;
-  const double delta = mean_b - mean;
-  mean += delta * count_b / merged;
-  m2 += m2_b + delta * delta * count * count_b / merged;
-  count = merged;
-}
-
 // Batch mean and biased variance per channel: each row's mean and centred sum of squares (the row
 // is in L1 for its second read), merged with Chan's parallel-variance update, over the rows of a
 // sample block and then over the blocks in order.
@@ -112,53 +90,18 @@ template <typename scalar_t>
 void channel_statistics(const Shape& d, const scalar_t* x, scalar_t* mean, scalar_t* var) {
   const int64_t C = d.C, S = d.S;
   std::vector<double> block_mean(sample_blocks(d.N) * C, 0.0), block_m2(sample_blocks(d.N) * C, 0.0);
+  const auto& kernels = row_kernels<scalar_t>();
   for_each_sample_block(d.N, [&](int64_t n0, int64_t n1, int64_t b) {
-    double* mu = &block_mean[b * C];
-    double* m2 = &block_m2[b * C];
-    for (int64_t n = n0; n < n1; ++n) {
-      const double count = static_cast<double>((n - n0) * S);  // rows of this channel merged so far
-      for (int64_t c = 0; c < C; ++c) {
-        const scalar_t* row = x + (n * C + c) * S;
-        const double row_mean = row_sum(row, S) / static_cast<double>(S);
-        const scalar_t centre = static_cast<scalar_t>(row_mean);
-        // sum (x - centre)^2 = sum (x - row_mean)^2 + S (row_mean - centre)^2
-        const double shift = row_mean - static_cast<double>(centre);
-        const double row_m2 = row_centered_square(row, S, centre) - static_cast<double>(S) * shift * shift;
-        double block_count = count;
-        chan_merge(block_count, mu[c], m2[c], static_cast<double>(S), row_mean, row_m2);
-      }
-    }
+    kernels.statistics_block(x, n0, n1, C, S, &block_mean[b * C], &block_m2[b * C]);
   });
   for (int64_t c = 0; c < C; ++c) {
     double count = 0, mu = 0, m2 = 0;
     for (int64_t b = 0; b < sample_blocks(d.N); ++b) {
       const double block_count = static_cast<double>((std::min(d.N, (b + 1) * kSampleBlock) - b * kSampleBlock) * S);
-      chan_merge(count, mu, m2, block_count, block_mean[b * C + c], block_m2[b * C + c]);
+      bn::chan_merge(count, mu, m2, block_count, block_mean[b * C + c], block_m2[b * C + c]);
     }
     mean[c] = static_cast<scalar_t>(mu);
     var[c] = static_cast<scalar_t>(std::max(0.0, m2 / count));
-  }
-}
-
-// gb = g * [y > 0] (relu) * keep * keep_scale (keep given), for one row. The mask is read as bytes
-// and multiplied in (a branch on a bool would stop the loop from vectorising).
-template <typename scalar_t>
-void gate_row(const scalar_t* g, const scalar_t* y, const uint8_t* keep, scalar_t keep_scale, bool relu, int64_t S,
-              scalar_t* out) {
-  if (relu && keep != nullptr) {
-    for (int64_t s = 0; s < S; ++s) {
-      const scalar_t gs = g[s];  // loaded unconditionally, so the select is a blend, not a branch
-      out[s] = (y[s] > scalar_t(0) ? gs : scalar_t(0)) * (static_cast<scalar_t>(keep[s]) * keep_scale);
-    }
-  } else if (relu) {
-    for (int64_t s = 0; s < S; ++s) {
-      const scalar_t gs = g[s];
-      out[s] = y[s] > scalar_t(0) ? gs : scalar_t(0);
-    }
-  } else if (keep != nullptr) {
-    for (int64_t s = 0; s < S; ++s) out[s] = g[s] * (static_cast<scalar_t>(keep[s]) * keep_scale);
-  } else {
-    for (int64_t s = 0; s < S; ++s) out[s] = g[s];
   }
 }
 
@@ -257,24 +200,9 @@ std::tuple<Tensor, Tensor, Tensor> batch_norm_act_cpu(const Tensor& x_in, const 
     const scalar_t ks = static_cast<scalar_t>(keep_scale);
     scalar_t* yp = y.mutable_data_ptr<scalar_t>();
     const int64_t S = d.S, C = d.C;
+    const auto& kernels = row_kernels<scalar_t>();
     at::parallel_for(0, d.rows(), std::max<int64_t>(1, 32768 / std::max<int64_t>(1, S)), [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r) {
-        const scalar_t ac = a[r % C], bc = b[r % C];
-        const scalar_t* xr = xp + r * S;
-        scalar_t* yr = yp + r * S;
-        for (int64_t s = 0; s < S; ++s) yr[s] = xr[s] * ac + bc;
-        if (kp != nullptr) {
-          const uint8_t* kr = kp + r * S;
-          for (int64_t s = 0; s < S; ++s) yr[s] = yr[s] * (static_cast<scalar_t>(kr[s]) * ks);
-        }
-        if (rp != nullptr) {
-          const scalar_t* rr = rp + r * S;
-          for (int64_t s = 0; s < S; ++s) yr[s] += rr[s];
-        }
-        if (relu) {
-          for (int64_t s = 0; s < S; ++s) yr[s] = yr[s] < scalar_t(0) ? scalar_t(0) : yr[s];  // NaN stays NaN
-        }
-      }
+      kernels.apply_rows(xp, yp, rp, kp, ks, relu, a.data(), b.data(), C, S, r0, r1);
     });
   });
   return {y, mean, var};
@@ -311,6 +239,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> batch_norm_act_backward_cpu(
     const scalar_t* wp = ptr_or_null<scalar_t>(weight);
     const uint8_t* kp = keep_bytes(keep);
     const scalar_t ks = static_cast<scalar_t>(keep_scale);
+    const auto& kernels = row_kernels<scalar_t>();
     // 1. per channel: sum gb and sum gb (x - mean), by sample blocks then over the blocks in order
     std::vector<double> sum_gb(C, 0.0), sum_gbx(C, 0.0);
     const bool need_sums = need_affine || (need_x && batch_stats);
@@ -318,14 +247,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> batch_norm_act_backward_cpu(
       const int64_t blocks = sample_blocks(N);
       std::vector<double> block_gb(blocks * C, 0.0), block_gbx(blocks * C, 0.0);
       for_each_sample_block(N, [&](int64_t n0, int64_t n1, int64_t b) {
-        std::vector<scalar_t> gb(S);
-        for (int64_t n = n0; n < n1; ++n)
-          for (int64_t c = 0; c < C; ++c) {
-            const int64_t off = (n * C + c) * S;
-            gate_row(gp + off, yp + off, kp ? kp + off : nullptr, ks, relu, S, gb.data());
-            block_gb[b * C + c] += row_sum(gb.data(), S);
-            block_gbx[b * C + c] += row_centered_dot(gb.data(), xp + off, S, mp[c]);
-          }
+        kernels.gated_sums_block(gp, yp, xp, kp, ks, relu, mp, n0, n1, C, S, &block_gb[b * C], &block_gbx[b * C]);
       });
       for (int64_t b = 0; b < blocks; ++b)
         for (int64_t c = 0; c < C; ++c) {
@@ -353,25 +275,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> batch_norm_act_backward_cpu(
     scalar_t* dxp = need_x ? dx.mutable_data_ptr<scalar_t>() : nullptr;
     scalar_t* drp = need_res ? dres.mutable_data_ptr<scalar_t>() : nullptr;
     at::parallel_for(0, d.rows(), std::max<int64_t>(1, 32768 / std::max<int64_t>(1, S)), [&](int64_t r0, int64_t r1) {
-      std::vector<scalar_t> gb(S);
-      for (int64_t r = r0; r < r1; ++r) {
-        const int64_t c = r % C, off = r * S;
-        const scalar_t* gr = gp + off;
-        const scalar_t* yr = yp + off;
-        if (drp != nullptr) {
-          scalar_t* dr = drp + off;
-          for (int64_t s = 0; s < S; ++s) {
-            const scalar_t gs = gr[s];
-            dr[s] = yr[s] > scalar_t(0) ? gs : scalar_t(0);
-          }
-        }
-        if (dxp == nullptr) continue;
-        gate_row(gr, yr, kp ? kp + off : nullptr, ks, relu, S, gb.data());
-        const scalar_t a = k1[c], m_gb = k2[c], b = k3[c], mu = mp[c];
-        const scalar_t* xr = xp + off;
-        scalar_t* dr = dxp + off;
-        for (int64_t s = 0; s < S; ++s) dr[s] = a * (gb[s] - m_gb - (xr[s] - mu) * b);
-      }
+      kernels.input_grad_rows(gp, yp, xp, kp, ks, relu, k1.data(), k2.data(), k3.data(), mp, dxp, drp, C, S, r0, r1);
     });
   });
   return {dx, dweight, dbias, dres};

@@ -2,6 +2,9 @@
 multiplies, the residual add, ReLU): forward, running statistics, every gradient, opcheck, compile."""
 
 import itertools
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -93,6 +96,41 @@ def test_same_bits_on_one_and_two_threads():
         torch.set_num_threads(threads)
     for one, two in zip(*outputs, strict=True):
         assert torch.equal(one, two)
+
+
+@requires_cpp
+def test_instruction_set_forms_give_the_same_bits(tmp_path):
+    """The row loops are compiled for the baseline, AVX2 and AVX-512 and picked at run time (capped
+    by SKELFAST_CPU_ISA, read once per process): each form runs in a child process, float32 and
+    float64, training and eval, with S = 13 * 3 = 39 (two 16-lane blocks and a tail). None contracts
+    to FMA and the sums keep 16 accumulators in every form, so all give the same bits."""
+    script = (
+        "import sys, torch\n"
+        "from skelfast import use_backend\n"
+        "from skelfast.ops import batch_norm_act\n"
+        "from tests.ops.test_batch_norm_act import make, run\n"
+        "outs = []\n"
+        "for dtype in (torch.float32, torch.float64):\n"
+        "    for training in (True, False):\n"
+        "        x, w, b, res, mask = make((10, 5, 13, 3), dtype, True, True)\n"
+        "        with use_backend('batch_norm_act=cpp'):\n"
+        "            y, rm, rv = run(batch_norm_act, x, w, b, res, mask, training, True)\n"
+        "        g = torch.randn(x.shape, dtype=dtype, generator=torch.Generator().manual_seed(1))\n"
+        "        outs += [y, rm, rv, *torch.autograd.grad(y, [x, w, b, res], g)]\n"
+        "torch.save(outs, sys.argv[1])\n"
+    )
+    results = {}
+    for isa in ("baseline", "avx2", "avx512"):
+        path = tmp_path / f"{isa}.pt"
+        env = {**os.environ, "SKELFAST_CPU_ISA": isa}
+        done = subprocess.run(
+            [sys.executable, "-c", script, str(path)], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr
+        results[isa] = torch.load(path)
+    for isa in ("baseline", "avx2"):
+        for i, (a, b) in enumerate(zip(results[isa], results["avx512"], strict=True)):
+            assert torch.equal(a, b), (isa, i)
 
 
 @requires_cpp
