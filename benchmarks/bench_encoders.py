@@ -12,7 +12,7 @@ measured time: 1.0 would mean every FLOP ran at sgemm speed.
 ``attainable x official`` bounds what any implementation that keeps oneDNN's temporal convolutions
 can reach: the official time over (the model's (9, 1) convolutions alone, forward and backward,
 timed in the same turns + every other counted FLOP at the sgemm rate). The temporal convolutions run
-the same oneDNN code in the official model and in skelfast, at about 0.6-0.8 of the sgemm rate, so
+the same oneDNN code in the official model and in skelfast, at 0.75-1.0 of the sgemm rate, so
 where this bound is under 2 the 2x target needs a temporal convolution faster than oneDNN's.
 """
 
