@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import pathlib
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -15,3 +19,21 @@ def assert_close(
 ) -> None:
     """allclose with a message that says where and by how much it fails (Liger's verbose allclose)."""
     torch.testing.assert_close(actual, expected, atol=atol, rtol=rtol, msg=lambda m: f"{what}: {m}")
+
+
+def run_per_isa(
+    script: str, tmp_path: pathlib.Path, isas: tuple[str, ...] = ("baseline", "avx2", "avx512")
+) -> dict:
+    """Run ``script`` (which torch.saves its results to ``sys.argv[1]``) once per instruction-set
+    form in a child process with ``SKELFAST_CPU_ISA`` set (the C++ kernels read it once per process,
+    so one process cannot run two forms); returns {isa: what it saved}."""
+    results = {}
+    for isa in isas:
+        path = tmp_path / f"{isa}.pt"
+        env = {**os.environ, "SKELFAST_CPU_ISA": isa}
+        done = subprocess.run(
+            [sys.executable, "-c", script, str(path)], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, f"SKELFAST_CPU_ISA={isa}: {done.stderr}"
+        results[isa] = torch.load(path)
+    return results

@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <cmath>
 #include <optional>
+#include <type_traits>
 #include <vector>
 
 #include "../cpu_isa.h"
@@ -31,30 +32,21 @@ namespace {
 
 using at::Tensor;
 
-// The row loops of the widest instruction set the CPU has (cpu_isa_level)
-template <typename scalar_t>
-const bn::RowKernels<scalar_t>& row_kernels();
-
-template <>
-const bn::RowKernels<float>& row_kernels<float>() {
-  static const bn::RowKernels<float> kernels = [] {
-#ifdef SKELFAST_BN_X86
-    if (cpu_isa_level() == 2) return bn::kernels_avx512_f32();
-    if (cpu_isa_level() == 1) return bn::kernels_avx2_f32();
-#endif
-    return bn::kernels_default_f32();
-  }();
-  return kernels;
+// The row loops of the widest instruction set the CPU has (cpu_isa_level), picked once per dtype
+template <typename Kernels>
+Kernels pick_form(Kernels (*avx512)(), Kernels (*avx2)(), Kernels (*baseline)()) {
+  if (cpu_isa_level() == 2) return avx512();
+  if (cpu_isa_level() == 1) return avx2();
+  return baseline();
 }
 
-template <>
-const bn::RowKernels<double>& row_kernels<double>() {
-  static const bn::RowKernels<double> kernels = [] {
-#ifdef SKELFAST_BN_X86
-    if (cpu_isa_level() == 2) return bn::kernels_avx512_f64();
-    if (cpu_isa_level() == 1) return bn::kernels_avx2_f64();
-#endif
-    return bn::kernels_default_f64();
+template <typename scalar_t>
+const bn::RowKernels<scalar_t>& row_kernels() {
+  static const bn::RowKernels<scalar_t> kernels = [] {
+    if constexpr (std::is_same_v<scalar_t, float>)
+      return pick_form(bn::kernels_avx512_f32, bn::kernels_avx2_f32, bn::kernels_default_f32);
+    else
+      return pick_form(bn::kernels_avx512_f64, bn::kernels_avx2_f64, bn::kernels_default_f64);
   }();
   return kernels;
 }

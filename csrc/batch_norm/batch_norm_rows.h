@@ -41,15 +41,17 @@ inline void chan_merge(double& count, double& mean, double& m2, double count_b, 
   count = merged;
 }
 
-RowKernels<float> kernels_default_f32();
-RowKernels<double> kernels_default_f64();
+// One factory per form and dtype. Off x86-64 (or with -DSKELFAST_NO_AVX2) the AVX2 and AVX-512
+// factories return the baseline loops; cpu_isa_level() is 0 there anyway.
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(SKELFAST_NO_AVX2)
 #define SKELFAST_BN_X86 1
+#endif
+RowKernels<float> kernels_default_f32();
+RowKernels<double> kernels_default_f64();
 RowKernels<float> kernels_avx2_f32();
 RowKernels<double> kernels_avx2_f64();
 RowKernels<float> kernels_avx512_f32();
 RowKernels<double> kernels_avx512_f64();
-#endif
 
 }  // namespace bn
 }  // namespace skelfast

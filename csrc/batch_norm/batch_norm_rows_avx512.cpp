@@ -22,4 +22,13 @@ RowKernels<double> kernels_avx512_f64() { return isa_avx512::kernels<double>(); 
 
 }  // namespace bn
 }  // namespace skelfast
+#else
+namespace skelfast {
+namespace bn {
+
+RowKernels<float> kernels_avx512_f32() { return kernels_default_f32(); }
+RowKernels<double> kernels_avx512_f64() { return kernels_default_f64(); }
+
+}  // namespace bn
+}  // namespace skelfast
 #endif  // SKELFAST_BN_X86

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -19,7 +16,7 @@ from skelfast.ops.augment import _backend, augment_cpp, augment_torch
 from skelfast.reference import philox
 from skelfast.reference.augment import augment as reference
 from skelfast.reference.augment import bone_parents
-from tests.utils import assert_close
+from tests.utils import assert_close, run_per_isa
 
 # float32 paths that sum the same terms in another order: a few ulps of values up to ~5 (the
 # unnormalised blur's gain) times the matrices' entries
@@ -204,15 +201,7 @@ def test_cpp_blur_forms_give_the_same_bits(tmp_path):
         "        for d in (torch.float32, torch.float64)]\n"
         "torch.save(outs, sys.argv[1])\n"
     )
-    results = {}
-    for isa in ("baseline", "avx2", "avx512"):
-        path = tmp_path / f"{isa}.pt"
-        env = {**os.environ, "SKELFAST_CPU_ISA": isa}
-        done = subprocess.run(
-            [sys.executable, "-c", script, str(path)], env=env, capture_output=True, text=True, timeout=120
-        )
-        assert done.returncode == 0, done.stderr
-        results[isa] = torch.load(path)
+    results = run_per_isa(script, tmp_path)
     x, valid = (
         torch.randn(3, 3, 20, 25, 2, generator=torch.Generator().manual_seed(0)),
         torch.tensor([20, 17, 9]),

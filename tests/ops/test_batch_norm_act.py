@@ -2,16 +2,13 @@
 multiplies, the residual add, ReLU): forward, running statistics, every gradient, opcheck, compile."""
 
 import itertools
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 
 from skelfast import backends, reference, use_backend
 from skelfast.ops import batch_norm_act
-from tests.utils import assert_close
+from tests.utils import assert_close, run_per_isa
 
 cpp_missing = backends.cpp_reason(torch.device("cpu"), torch.float32, (torch.float32,))
 requires_cpp = pytest.mark.skipif(cpp_missing is not None, reason=str(cpp_missing))
@@ -119,15 +116,7 @@ def test_instruction_set_forms_give_the_same_bits(tmp_path):
         "        outs += [y, rm, rv, *torch.autograd.grad(y, [x, w, b, res], g)]\n"
         "torch.save(outs, sys.argv[1])\n"
     )
-    results = {}
-    for isa in ("baseline", "avx2", "avx512"):
-        path = tmp_path / f"{isa}.pt"
-        env = {**os.environ, "SKELFAST_CPU_ISA": isa}
-        done = subprocess.run(
-            [sys.executable, "-c", script, str(path)], env=env, capture_output=True, text=True, timeout=120
-        )
-        assert done.returncode == 0, done.stderr
-        results[isa] = torch.load(path)
+    results = run_per_isa(script, tmp_path)
     for isa in ("baseline", "avx2"):
         for i, (a, b) in enumerate(zip(results[isa], results["avx512"], strict=True)):
             assert torch.equal(a, b), (isa, i)
