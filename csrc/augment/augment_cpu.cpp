@@ -26,6 +26,10 @@
 #include "../cpu_isa.h"
 #include "../random/philox.h"
 
+#if defined(__x86_64__)
+#include <xmmintrin.h>  // _mm_getcsr / _mm_setcsr: denormals as zero in the blur
+#endif
+
 namespace skelfast {
 namespace {
 
@@ -126,7 +130,6 @@ __attribute__((always_inline)) inline void stencil_run(const scalar_t* src, scal
 // baseline SSE2 (4), picked at run time
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(SKELFAST_NO_AVX2)
 #define SKELFAST_BLUR_X86 1
-#include <xmmintrin.h>
 template <typename scalar_t>
 __attribute__((target("avx512f"), optimize("fp-contract=off"))) void stencil_avx512(
     const scalar_t* src, scalar_t* dst, const scalar_t* taps, int64_t first, int64_t last, int64_t VM, int64_t count) {
@@ -160,7 +163,7 @@ void blur_sample(const scalar_t* y, scalar_t* blurred, const scalar_t* taps, int
   // Denormals read and written as zero (DAZ | FTZ) for the stencil: small sigmas give outer taps
   // below float32's smallest normal (sigma 0.3 and 0.5: two taps ~1e-43), and every multiply by
   // one took a microcode assist, 25x the stencil's time for those samples. What changes is below
-  // 1.2e-38 in absolute value.
+  // the dtype's smallest normal in absolute value (1.2e-38 in float32).
   const unsigned int csr = _mm_getcsr();
   _mm_setcsr(csr | 0x8040u);
   if (form == 2) {
