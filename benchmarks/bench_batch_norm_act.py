@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from benchmarks.common import compiled, copy_gbps, run_cases, time_fn, write_results
+from benchmarks.common import compiled, copy_gbps, run_cases, time_interleaved, write_results
 from skelfast import reference, use_backend
 from skelfast.ops import batch_norm_act
 
@@ -59,8 +59,10 @@ def run_case(name: str, repeats: int = 5, with_compile: bool = True) -> dict[str
     fns = {"skelfast": fused, "eager": lambda: _step(reference.batch_norm_act, a)}
     if with_compile:
         ref_compiled = compiled(reference.batch_norm_act)
+        _step(ref_compiled, a)  # compile outside the timed turns
         fns["compiled"] = lambda: _step(ref_compiled, a)
-    timings = {k: time_fn(f, repeats=repeats, warmup=2) for k, f in fns.items()}
+    # the columns in turns: this VM's speed drifts by tens of percent between minutes
+    timings = time_interleaved(fns, repeats=repeats, warmup=1)
     elems = n * c * t * v
     tensors_moved = (6 if tail else 3) + (8 if tail else 5)  # forward + backward float passes (mask ~1/4)
     gbps = tensors_moved * 4 * elems / (timings["skelfast"].median_ms * 1e-3) / 1e9
