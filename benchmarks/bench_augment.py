@@ -1,7 +1,7 @@
 """Batched skeleton augmentation on the CPU: the C++ kernel (``cpp`` backend; the vectorised
 ``torch`` path in its own columns) against the per-sample reference chain (the official feeders'
-way), the batched eager reference, torch.compile of it, and a plain copy of the same bytes (input
-read + output written), all timed in turns in one run.
+way), the batched eager reference, torch.compile of it, and a plain copy of the same bytes (the
+frames of x the op reads + the output it writes), all timed in turns in one run.
 
 The per-sample baseline is ``skelfast.reference.augment_numpy.apply_params``: numpy step by step
 as the official feeders, including their per-sample ``F.interpolate`` (crop-resize) and
@@ -40,6 +40,17 @@ def _inputs(name: str, n: int) -> tuple:
     return x, valid, params, temporal
 
 
+def _elements_moved(x: torch.Tensor, valid: torch.Tensor, params) -> int:  # noqa: ANN001
+    """Elements the op reads and writes: per sample, the frames its temporal taps touch (the window
+    of ``length`` frames inside the valid ones, at most two taps per output frame) times C*V*M, plus
+    the output. The crop recipes read 64-128 of up to 300 frames, so counting all of x would
+    overstate the bytes the op moves."""
+    window = torch.minimum(params.length, valid.to(params.length.device, params.length.dtype))
+    frames = window.clamp(max=2 * params.t_out)
+    per_frame = x.shape[1] * x.shape[3] * x.shape[4]
+    return int(frames.sum()) * per_frame + x.shape[0] * params.t_out * per_frame
+
+
 def run_case(name: str, n: int = 256, numpy_samples: int = 32) -> dict[str, object]:
     x, valid, params, temporal = _inputs(name, n)
     fill, parents = torch.tensor(0.0), bone_parents(25)
@@ -59,9 +70,9 @@ def run_case(name: str, n: int = 256, numpy_samples: int = 32) -> dict[str, obje
         noise[noisy] = np.random.normal(size=(int(noisy.sum()), *shape[1:]))  # the feeders' draw
         return augment_numpy.apply_params(xs, vs, sub, temporal, noise)
 
-    # the op reads x and writes the output: a copy that reads and writes half of those bytes each
-    # moves the same number of bytes through memory
-    half = (x.numel() + n * 3 * params.t_out * 25 * 2) // 2
+    # a copy that reads and writes half of the elements the op reads and writes moves the same
+    # number of bytes through memory
+    half = _elements_moved(x, valid, params) // 2
     src, dst = torch.randn(half).to(x.dtype), torch.empty(half, dtype=x.dtype)
     # every column timed in turns: this VM's speed drifts by tens of percent between minutes
     timings = time_interleaved(
@@ -106,7 +117,7 @@ def run_case_cuda(name: str, n: int = 256) -> dict[str, object]:
     fast = time_fn(lambda: augment(x, valid, params, fill=fill), repeats=20)
     eager = time_fn(lambda: reference(x, valid, params, fill, parents), repeats=10)
     comp = time_fn(compiled(lambda: reference(x, valid, params, fill, parents)), repeats=10, warmup=2)
-    half = (x.numel() + n * 3 * params.t_out * 25 * 2) // 2
+    half = _elements_moved(x, valid, params) // 2
     src, dst = torch.randn(half, device=device), torch.empty(half, device=device)
     copy = time_fn(lambda: dst.copy_(src), repeats=20)
     return {
