@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from benchmarks.common import bench_device, compiled, on_cuda, time_fn, time_interleaved, write_results
-from skelfast.augment import CRRL, ISC, HiCLR, HiCo
+from skelfast.augment import CRRL, ISC, AugmentParams, HiCLR, HiCo
 from skelfast.ops.augment import _cpp_reason, augment_cpp, augment_torch
 from skelfast.reference import augment_numpy
 from skelfast.reference.augment import augment as reference
@@ -40,7 +40,7 @@ def _inputs(name: str, n: int) -> tuple:
     return x, valid, params, temporal
 
 
-def _elements_moved(x: torch.Tensor, valid: torch.Tensor, params) -> int:  # noqa: ANN001
+def _elements_moved(x: torch.Tensor, valid: torch.Tensor, params: AugmentParams) -> int:
     """Elements the op reads and writes: per sample, the frames its temporal taps touch (the window
     of ``length`` frames inside the valid ones, at most two taps per output frame) times C*V*M, plus
     the output. The crop recipes read 64-128 of up to 300 frames, so counting all of x would

@@ -1,11 +1,10 @@
 """Plots of the latest benchmark run: one PNG per benchmark from ``results/results.csv``.
 
-Each benchmark's latest rows (its newest run, plus older rows of cases no newer run measured) become
-horizontal bar charts: the
-speed-up ratios per case with a dashed line at each issue target (#9), and, where the table has
-them, the fraction of the machine limit measured in the same run (sgemm or copy) and peak-memory
-ratios. The CSV's metric names differ per benchmark, so each benchmark maps them explicitly in
-``SPECS``; a benchmark without a spec or without rows is skipped with a message.
+Each benchmark's latest rows (its newest run, plus older rows of cases no newer run measured)
+become horizontal bar charts: the speed-up ratios per case with a dashed line at each issue target
+(#9), and, where the table has them, the fraction of the machine limit measured in the same run
+(sgemm or copy) and peak-memory ratios. The CSV's metric names differ per benchmark, so each
+benchmark maps them explicitly in ``SPECS``; a benchmark without a spec or without rows is skipped with a message.
 
 Run: ``python -m benchmarks.plots`` (``make bench`` runs it after the benchmarks).
 """

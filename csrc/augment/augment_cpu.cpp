@@ -10,15 +10,15 @@
 //   2. temporal blur with the sample's taps (zero padded) where blur_on;
 //   3. axis mask, stream (joint / bone / motion), joint mask with the fill value, written to out.
 // Steps 1-2 go through two (C, T_out, V*M) buffers per thread, with zero rows around each channel
-// for the blur (`Padded`; tens of KB: cache resident), so x is read once and the output written once. The noise is drawn here, per noisy sample, from the
-// stream every backend shares (csrc/random/philox.h, key noise_seed + n); the blur taps come from Python.
+// for the blur (`Padded`; tens of KB: cache resident), so x is read once and the output written
+// once. The noise is drawn here, per noisy sample, from the stream every backend shares
+// (csrc/random/philox.h, key noise_seed + n); the blur taps come from Python.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
 #include <atomic>
-#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <vector>
