@@ -24,6 +24,9 @@ TORCH_LIBRARY(skelfast, m) {
       "batch_norm_act_backward(Tensor grad, Tensor x, Tensor y, Tensor? weight, Tensor mean, Tensor var, "
       "Tensor? keep, float keep_scale, bool relu, float eps, bool batch_stats, bool[3] output_mask) "
       "-> (Tensor, Tensor, Tensor, Tensor)");
+  // A (R, S) matrix along time: to_points (N, C, S, V) -> (R, C, N, V), else (S, C, N, V) ->
+  // (N, C, R, V) plus bias[c] (the two passes of skelfast.ops.temporal_conv; each the other's adjoint).
+  m.def("time_transform(Tensor src, Tensor matrix, Tensor? bias, bool to_points) -> Tensor");
   // One direction of one GRU layer over zero-padded sequences of the given lengths (packed-sequence
   // semantics, PyTorch's gate order r, z, n). Returns (output (B, T, H), h_n (B, H), the gates saved
   // for the backward (B, T, 4H), or an empty tensor when save_gates is false).

@@ -24,6 +24,7 @@ from skelfast.nn.batch_norm import bn_act
 from skelfast.nn.graph import agcn_graph
 from skelfast.nn.pointwise import pointwise_conv
 from skelfast.ops import graph_conv
+from skelfast.ops.temporal_conv import temporal_conv
 
 
 def _conv_init(conv: nn.Conv2d) -> None:
@@ -56,8 +57,8 @@ class UnitTCN(nn.Module):
         unit passes its residual and ReLU so they fuse into the BatchNorm (``bn_act``)."""
         if self.conv.kernel_size[0] == 1:  # the residual's strided 1x1 convolution
             y = pointwise_conv(x, self.conv.weight, self.conv.bias, self.conv.stride[0])
-        else:
-            y = self.conv(x)
+        else:  # the (9 x 1) convolution, in the frequency form where that is faster
+            y = temporal_conv(x, self.conv.weight, self.conv.bias, self.conv.stride[0])
         return bn_act(self.bn, y, residual, relu=relu)
 
 

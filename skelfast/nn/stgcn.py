@@ -17,6 +17,7 @@ from skelfast.nn.dropout import Dropout
 from skelfast.nn.graph import stgcn_graph
 from skelfast.nn.graph_conv import GraphConv
 from skelfast.nn.pointwise import pointwise_conv
+from skelfast.ops.temporal_conv import temporal_conv
 
 TEMPORAL_KERNEL = 9
 
@@ -59,7 +60,8 @@ class STGCNBlock(nn.Module):
         # The official chain, with each BatchNorm and the elementwise ops after it fused (bn_act):
         # BN -> ReLU, conv, then BN -> Dropout -> + residual -> ReLU.
         bn_in, _, conv, bn_out, drop = self.tcn
-        y = conv(bn_act(bn_in, self.gcn(x, A)[0], relu=True))
+        # the (9 x 1) convolution in the frequency form where that is faster (skelfast.ops.temporal_conv)
+        y = temporal_conv(bn_act(bn_in, self.gcn(x, A)[0], relu=True), conv.weight, conv.bias, conv.stride[0])
         residual = None
         if self.residual_kind == "identity":
             residual = x

@@ -7,6 +7,7 @@ from skelfast.ops.dropout import dropout
 from skelfast.ops.graph_conv import graph_conv
 from skelfast.ops.gru import gru
 from skelfast.ops.info_nce import hiclr_loss, info_nce, queue_softmax_stats
+from skelfast.ops.temporal_conv import temporal_conv
 
 __all__ = [
     "augment",
@@ -17,4 +18,5 @@ __all__ = [
     "hiclr_loss",
     "info_nce",
     "queue_softmax_stats",
+    "temporal_conv",
 ]

@@ -8,6 +8,7 @@ from skelfast.reference.encoders import OfficialAGCN, OfficialSTGCN
 from skelfast.reference.graph_conv import graph_conv
 from skelfast.reference.gru import gru
 from skelfast.reference.info_nce import hiclr_loss, info_nce
+from skelfast.reference.temporal_conv import temporal_conv
 
 __all__ = [
     "OfficialAGCN",
@@ -19,4 +20,5 @@ __all__ = [
     "gru",
     "hiclr_loss",
     "info_nce",
+    "temporal_conv",
 ]

@@ -1,0 +1,178 @@
+"""skelfast.ops.temporal_conv (the frequency form) against F.conv2d: forward, every gradient, the
+transform op's opcheck and adjoint, compile, the algorithm rule, each ISA form, bad input."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from skelfast import backends, reference, use_backend
+from skelfast.ops import temporal_conv
+from skelfast.ops.temporal_conv import frequency_matrices, prefers_frequency
+from tests.utils import assert_close, run_per_isa
+
+cpp_missing = backends.cpp_reason(torch.device("cpu"), torch.float32, (torch.float32,))
+requires_cpp = pytest.mark.skipif(cpp_missing is not None, reason=str(cpp_missing))
+
+# The frequency form sums P products of DFT coefficients instead of K taps: float64 agrees with the
+# direct convolution to ~1e-13 of values O(sqrt(C K)) (1e-10 leaves room for T = 64 and K = 9);
+# float32 to ~5e-7 of the output's scale in the benchmark shapes, 1e-5 relative with an absolute
+# floor for outputs near zero.
+TOL = {torch.float64: (1e-10, 1e-10), torch.float32: (2e-5, 1e-5)}
+
+# (N, C_in, C_out, T, V, K, stride): T 1 and 2 (n shorter than the kernel), odd and even n, V 25 and
+# 17 and 1 (the kernel's 16-lane column chunks, full and partial), K 1, 3, 9
+CASES = [
+    (2, 3, 4, 1, 25, 9, 1),
+    (3, 5, 4, 2, 17, 9, 2),
+    (1, 4, 6, 7, 25, 3, 1),
+    (2, 6, 5, 13, 25, 9, 1),
+    (2, 6, 5, 13, 25, 9, 2),
+    (3, 4, 4, 50, 17, 9, 2),
+    (2, 3, 2, 64, 1, 9, 1),
+    (2, 5, 3, 25, 33, 1, 1),
+]
+
+
+def make(case, dtype, bias=True):
+    n, c_in, c_out, t, v, k, _ = case
+    torch.manual_seed(t * 31 + v + k)
+    x = torch.randn(n, c_in, t, v, dtype=dtype, requires_grad=True)
+    w = (torch.randn(c_out, c_in, k, 1, dtype=dtype) / (c_in * k) ** 0.5).requires_grad_()
+    b = torch.randn(c_out, dtype=dtype, requires_grad=True) if bias else None
+    return x, w, b
+
+
+@requires_cpp
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("bias", [True, False])
+def test_frequency_form_matches_conv2d(dtype, case, bias):
+    atol, rtol = TOL[dtype]
+    x, w, b = make(case, dtype, bias)
+    stride = case[-1]
+    y = temporal_conv(x, w, b, stride, algorithm="frequency")
+    y_ref = F.conv2d(x, w, b, stride=(stride, 1), padding=((w.shape[2] - 1) // 2, 0))
+    assert y.shape == y_ref.shape
+    assert_close(y, y_ref, atol, rtol, "forward")
+    grad = torch.randn_like(y_ref)
+    wrt = [t for t in (x, w, b) if t is not None]
+    for got, want, name in zip(
+        torch.autograd.grad(y, wrt, grad),
+        torch.autograd.grad(y_ref, wrt, grad),
+        ("x", "weight", "bias"),
+        strict=False,
+    ):
+        assert_close(got, want, 10 * atol, 10 * rtol, f"grad {name}")  # sums over N T V terms
+
+
+@requires_cpp
+def test_gradcheck_float64():
+    x, w, b = make((2, 3, 2, 11, 5, 9, 2), torch.float64)
+    assert torch.autograd.gradcheck(lambda *a: temporal_conv(*a, 2, algorithm="frequency"), (x, w, b))
+
+
+@requires_cpp
+def test_matrices_reproduce_the_dft_definition():
+    # y = B ((G w) * (A x)) for one channel is the padded linear convolution, checked on unit impulses:
+    # input impulse at t0 and tap k give the output 1 at t_out with stride t_out = t0 + pad - k.
+    frames, kernel, stride = 9, 5, 2
+    a, g, b = frequency_matrices(frames, kernel, stride, torch.float64)
+    response = torch.einsum("tq,qk,qs->tks", b, g, a)  # (T_out, K, T): output per (tap, input time)
+    expected = torch.zeros_like(response)
+    for t_out in range(response.shape[0]):
+        for k in range(kernel):
+            src = t_out * stride + k - (kernel - 1) // 2
+            if 0 <= src < frames:
+                expected[t_out, k, src] = 1.0
+    assert_close(response, expected, 1e-12, 0, "impulse response")
+    assert (
+        a.shape[0] == g.shape[0] == b.shape[1] == 16
+    )  # n = 11: bin 0 real (one product), five complex bins (three)
+
+
+@requires_cpp
+@pytest.mark.parametrize("to_points", [True, False])
+def test_time_transform_opcheck_and_adjoint(to_points):
+    torch.manual_seed(0)
+    src = torch.randn(3, 4, 5, 19, dtype=torch.float64)  # (N, C, S, V) or (S, C, N, V)
+    rows = 7
+    matrix = torch.randn(rows, src.shape[2] if to_points else src.shape[0], dtype=torch.float64)
+    bias = None if to_points else torch.randn(4, dtype=torch.float64)
+    out = torch.ops.skelfast.time_transform(src, matrix, bias, to_points)
+    want = (
+        torch.einsum("rs,ncsv->rcnv", matrix, src)
+        if to_points
+        else torch.einsum("rs,scnv->ncrv", matrix, src) + bias.view(1, -1, 1, 1)
+    )
+    assert_close(out, want, 1e-12, 1e-12, "transform")
+    # <T src, g> = <src, T^T g>: the adjoint the autograd formula uses
+    g = torch.randn_like(out)
+    back = torch.ops.skelfast.time_transform(g, matrix.t().contiguous(), None, not to_points)
+    linear = out if bias is None else out - bias.view(1, -1, 1, 1)
+    assert_close((linear * g).sum(), (src * back).sum(), 1e-10, 1e-10, "adjoint")
+    torch.library.opcheck(
+        torch.ops.skelfast.time_transform,
+        (src.requires_grad_(), matrix, bias.requires_grad_() if bias is not None else None, to_points),
+    )
+
+
+@requires_cpp
+def test_compiles_fullgraph():
+    x, w, b = make((2, 4, 3, 13, 25, 9, 1), torch.float32)
+    fn = torch.compile(lambda x, w, b: temporal_conv(x, w, b, 1, algorithm="frequency"), fullgraph=True)
+    assert_close(fn(x, w, b), temporal_conv(x, w, b, 1, algorithm="frequency"), 1e-6, 1e-6, "compiled")
+
+
+@requires_cpp
+def test_forms_agree(tmp_path):
+    # The AVX2 and AVX-512 forms contract to FMA, the baseline does not: equal to float32 rounding.
+    script = (
+        "import sys, torch\n"
+        "from skelfast.ops import temporal_conv\n"
+        "torch.manual_seed(0)\n"
+        "x = torch.randn(3, 8, 25, 25, requires_grad=True); w = torch.randn(6, 8, 9, 1, requires_grad=True)\n"
+        "y = temporal_conv(x, w, None, 1, algorithm='frequency')\n"
+        "y.backward(torch.ones_like(y))\n"
+        "torch.save((y.detach(), x.grad, w.grad), sys.argv[1])\n"
+    )
+    results = run_per_isa(script, tmp_path)
+    for isa, got in results.items():
+        for a, b, name in zip(got, results["baseline"], ("y", "grad x", "grad w"), strict=True):
+            assert_close(a, b, 1e-4, 1e-5, f"{isa} {name}")
+
+
+def test_reference_backend_and_empty_batch():
+    x, w, b = make((2, 3, 4, 13, 25, 9, 1), torch.float32)
+    with use_backend("temporal_conv=reference"):
+        y = temporal_conv(x, w, b, 1, algorithm="frequency")
+    assert torch.equal(y, reference.temporal_conv(x, w, b, 1))
+    empty = temporal_conv(x[:0], w, b, 1, algorithm="frequency")
+    assert empty.shape == (0, 4, 13, 25)
+
+
+def test_auto_rule_follows_the_measured_crossover():
+    # frequency where measured faster (README, encoder section), oneDNN's direct convolution elsewhere
+    assert prefers_frequency(256, 256, 13, 9, 1) and prefers_frequency(256, 256, 25, 9, 2)
+    assert prefers_frequency(128, 128, 25, 9, 1) and prefers_frequency(128, 128, 32, 9, 1)
+    assert not prefers_frequency(128, 128, 50, 9, 2) and not prefers_frequency(64, 64, 50, 9, 1)
+    assert not prefers_frequency(256, 256, 13, 1, 1) and not prefers_frequency(16, 16, 50, 9, 1)
+
+
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        ((torch.randn(2, 3, 5), torch.randn(4, 3, 9, 1)), "4 dimensions"),
+        ((torch.randn(2, 3, 5, 7), torch.randn(4, 3, 8, 1)), "K odd"),
+        ((torch.randn(2, 3, 5, 7), torch.randn(4, 2, 9, 1)), "3 channels but weight expects 2"),
+        ((torch.randn(2, 3, 5, 7), torch.randn(4, 3, 9, 1), torch.randn(3)), r"bias must have shape \(4,\)"),
+        ((torch.randn(2, 3, 5, 7), torch.randn(4, 3, 9, 1), None, 0), "stride must be a positive int"),
+    ],
+)
+def test_bad_input(args, match):
+    with pytest.raises(ValueError, match=match):
+        temporal_conv(*args)
+
+
+def test_bad_algorithm():
+    with pytest.raises(ValueError, match="algorithm must be one of"):
+        temporal_conv(torch.randn(1, 2, 3, 4), torch.randn(2, 2, 3, 1), algorithm="fft")
