@@ -10,6 +10,7 @@ from skelfast.nn.hcn import HCN
 from skelfast.nn.hico import HiCoEncoder, hico_inputs
 from skelfast.nn.rnn import GRU
 from skelfast.nn.stgcn import STGCN, stgcn_hiclr, stgcn_standard
+from skelfast.nn.temporal_conv import TemporalConv
 from skelfast.nn.transformer import TransformerEncoderLayer
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "HiCoEncoder",
     "ISCSeqEncoder",
     "STGCN",
+    "TemporalConv",
     "TransformerEncoderLayer",
     "agcn_graph",
     "hico_inputs",

@@ -23,8 +23,8 @@ from skelfast.nn._official import OfficialEncoder, residual_kind
 from skelfast.nn.batch_norm import bn_act
 from skelfast.nn.graph import agcn_graph
 from skelfast.nn.pointwise import pointwise_conv
+from skelfast.nn.temporal_conv import TemporalConv
 from skelfast.ops import graph_conv
-from skelfast.ops.temporal_conv import temporal_conv
 
 
 def _conv_init(conv: nn.Conv2d) -> None:
@@ -42,10 +42,8 @@ class UnitTCN(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 9, stride: int = 1) -> None:
         super().__init__()
-        pad = (kernel_size - 1) // 2
-        self.conv = nn.Conv2d(
-            in_channels, out_channels, (kernel_size, 1), padding=(pad, 0), stride=(stride, 1)
-        )
+        # nn.Conv2d((k, 1), stride (s, 1), padding ((k - 1) / 2, 0)); the frequency form where faster
+        self.conv = TemporalConv(in_channels, out_channels, kernel_size, stride)
         self.bn = nn.BatchNorm2d(out_channels)
         _conv_init(self.conv)
         _bn_init(self.bn, 1)
@@ -58,7 +56,7 @@ class UnitTCN(nn.Module):
         if self.conv.kernel_size[0] == 1:  # the residual's strided 1x1 convolution
             y = pointwise_conv(x, self.conv.weight, self.conv.bias, self.conv.stride[0])
         else:  # the (9 x 1) convolution, in the frequency form where that is faster
-            y = temporal_conv(x, self.conv.weight, self.conv.bias, self.conv.stride[0])
+            y = self.conv(x)
         return bn_act(self.bn, y, residual, relu=relu)
 
 

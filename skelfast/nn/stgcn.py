@@ -17,7 +17,7 @@ from skelfast.nn.dropout import Dropout
 from skelfast.nn.graph import stgcn_graph
 from skelfast.nn.graph_conv import GraphConv
 from skelfast.nn.pointwise import pointwise_conv
-from skelfast.ops.temporal_conv import temporal_conv
+from skelfast.nn.temporal_conv import TemporalConv
 
 TEMPORAL_KERNEL = 9
 
@@ -41,11 +41,12 @@ class STGCNBlock(nn.Module):
     ) -> None:
         super().__init__()
         self.gcn = GraphConv(in_channels, out_channels, num_subsets)
-        pad = (TEMPORAL_KERNEL - 1) // 2
         self.tcn = nn.Sequential(
             nn.BatchNorm2d(out_channels),
             nn.ReLU(),
-            nn.Conv2d(out_channels, out_channels, (TEMPORAL_KERNEL, 1), (stride, 1), (pad, 0)),
+            TemporalConv(
+                out_channels, out_channels, TEMPORAL_KERNEL, stride
+            ),  # nn.Conv2d((9, 1), (s, 1), (4, 0))
             nn.BatchNorm2d(out_channels),
             Dropout(dropout),  # nn.Dropout's distribution, ~5x cheaper mask (skelfast.nn.dropout)
         )
@@ -60,8 +61,7 @@ class STGCNBlock(nn.Module):
         # The official chain, with each BatchNorm and the elementwise ops after it fused (bn_act):
         # BN -> ReLU, conv, then BN -> Dropout -> + residual -> ReLU.
         bn_in, _, conv, bn_out, drop = self.tcn
-        # the (9 x 1) convolution in the frequency form where that is faster (skelfast.ops.temporal_conv)
-        y = temporal_conv(bn_act(bn_in, self.gcn(x, A)[0], relu=True), conv.weight, conv.bias, conv.stride[0])
+        y = conv(bn_act(bn_in, self.gcn(x, A)[0], relu=True))  # frequency form where faster (TemporalConv)
         residual = None
         if self.residual_kind == "identity":
             residual = x
