@@ -182,6 +182,10 @@ SPECS: dict[str, PlotSpec] = {
             Panel("fraction of sgemm", (Series("of sgemm", "fwd+bwd of sgemm"),), parity=None),
         ),
     ),
+    "temporal_conv": PlotSpec(
+        "temporal conv (frequency form vs oneDNN)",
+        panels=(Panel("speed-up (x faster)", (Series("x direct", "fwd+bwd x direct"),)),),
+    ),
     "dropout": PlotSpec(
         "dropout (seeded Philox kernel vs F.dropout)",
         panels=(

@@ -10,7 +10,7 @@ from skelfast.nn.hcn import HCN
 from skelfast.nn.hico import HiCoEncoder, hico_inputs
 from skelfast.nn.rnn import GRU
 from skelfast.nn.stgcn import STGCN, stgcn_hiclr, stgcn_standard
-from skelfast.nn.temporal_conv import TemporalConv
+from skelfast.nn.temporal_conv import TemporalConv2d
 from skelfast.nn.transformer import TransformerEncoderLayer
 
 __all__ = [
@@ -25,7 +25,7 @@ __all__ = [
     "HiCoEncoder",
     "ISCSeqEncoder",
     "STGCN",
-    "TemporalConv",
+    "TemporalConv2d",
     "TransformerEncoderLayer",
     "agcn_graph",
     "hico_inputs",

@@ -23,7 +23,7 @@ from skelfast.nn._official import OfficialEncoder, residual_kind
 from skelfast.nn.batch_norm import bn_act
 from skelfast.nn.graph import agcn_graph
 from skelfast.nn.pointwise import pointwise_conv
-from skelfast.nn.temporal_conv import TemporalConv
+from skelfast.nn.temporal_conv import TemporalConv2d
 from skelfast.ops import graph_conv
 
 
@@ -43,7 +43,7 @@ class UnitTCN(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 9, stride: int = 1) -> None:
         super().__init__()
         # nn.Conv2d((k, 1), stride (s, 1), padding ((k - 1) / 2, 0)); the frequency form where faster
-        self.conv = TemporalConv(in_channels, out_channels, kernel_size, stride)
+        self.conv = TemporalConv2d(in_channels, out_channels, kernel_size, stride)
         self.bn = nn.BatchNorm2d(out_channels)
         _conv_init(self.conv)
         _bn_init(self.bn, 1)

@@ -17,7 +17,7 @@ from skelfast.nn.dropout import Dropout
 from skelfast.nn.graph import stgcn_graph
 from skelfast.nn.graph_conv import GraphConv
 from skelfast.nn.pointwise import pointwise_conv
-from skelfast.nn.temporal_conv import TemporalConv
+from skelfast.nn.temporal_conv import TemporalConv2d
 
 TEMPORAL_KERNEL = 9
 
@@ -44,7 +44,7 @@ class STGCNBlock(nn.Module):
         self.tcn = nn.Sequential(
             nn.BatchNorm2d(out_channels),
             nn.ReLU(),
-            TemporalConv(
+            TemporalConv2d(
                 out_channels, out_channels, TEMPORAL_KERNEL, stride
             ),  # nn.Conv2d((9, 1), (s, 1), (4, 0))
             nn.BatchNorm2d(out_channels),
@@ -61,7 +61,7 @@ class STGCNBlock(nn.Module):
         # The official chain, with each BatchNorm and the elementwise ops after it fused (bn_act):
         # BN -> ReLU, conv, then BN -> Dropout -> + residual -> ReLU.
         bn_in, _, conv, bn_out, drop = self.tcn
-        y = conv(bn_act(bn_in, self.gcn(x, A)[0], relu=True))  # frequency form where faster (TemporalConv)
+        y = conv(bn_act(bn_in, self.gcn(x, A)[0], relu=True))  # frequency form where faster (TemporalConv2d)
         residual = None
         if self.residual_kind == "identity":
             residual = x

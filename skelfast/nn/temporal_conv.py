@@ -1,7 +1,8 @@
-"""``TemporalConv``: the (K x 1) temporal convolution of the GCN units as an ``nn.Conv2d``.
+"""``TemporalConv2d``: the (K x 1) temporal convolution of the GCN units as an ``nn.Conv2d``.
 
-A subclass, so it keeps the official state_dict keys, initialisers that look for ``Conv2d`` and
-hooks on convolution modules; its forward runs ``skelfast.ops.temporal_conv``, which takes the
+A subclass, so it keeps the official state_dict keys and hooks on convolution modules, and its name
+contains ``Conv2d``, which the official initialisers match on (HiCLR's ``weights_init`` tests
+``classname.find('Conv2d')``); its forward runs ``skelfast.ops.temporal_conv``, which takes the
 frequency form where that is faster (128 channels and more on the 2-core CPU of the README).
 """
 
@@ -13,7 +14,7 @@ from torch import nn
 from skelfast.ops.temporal_conv import temporal_conv
 
 
-class TemporalConv(nn.Conv2d):
+class TemporalConv2d(nn.Conv2d):
     """``nn.Conv2d(C_in, C_out, (K, 1), (stride, 1), ((K - 1) // 2, 0))``, K odd;
     (N, C_in, T, V) -> (N, C_out, (T - 1) // stride + 1, V)."""
 
@@ -22,7 +23,7 @@ class TemporalConv(nn.Conv2d):
     ) -> None:
         if kernel_size % 2 == 0:
             raise ValueError(
-                f"TemporalConv: kernel_size must be odd (padding (K - 1) / 2), got {kernel_size}"
+                f"TemporalConv2d: kernel_size must be odd (padding (K - 1) / 2), got {kernel_size}"
             )
         pad = (kernel_size - 1) // 2
         super().__init__(in_channels, out_channels, (kernel_size, 1), (stride, 1), (pad, 0), bias=bias)

@@ -22,7 +22,7 @@ about 128 channels on the 2-core Xeon of the README; ``algorithm="auto"`` picks 
 where it measured faster there (see ``prefers_frequency``) and ``F.conv2d`` elsewhere.
 
 Backends: ``cpp`` (CPU, float32/float64) and ``reference`` (``F.conv2d``: CUDA, half precision,
-empty input).
+empty input, and under autocast, where F.conv2d casts its operands as nn.Conv2d's would be).
 """
 
 from __future__ import annotations
@@ -104,11 +104,13 @@ def _build_matrices(
 
 def prefers_frequency(channels_in: int, channels_out: int, frames: int, kernel: int, stride: int) -> bool:
     """Whether the frequency form measured faster than oneDNN's direct convolution (forward +
-    backward, batch 128-256, V = 25, 2-core AVX-512 Xeon, 2026-12-06): it saves P / (K T_out) of
-    the multiplications but moves P / T times the input through memory twice each way, so it wins
-    where the channels are many and the saving large. Measured: 256 channels 2.1x at stride 1
-    (T 13-16), 1.4-1.5x at stride 2; 128 channels 1.5-1.6x at stride 1 (T 25-32), 1.0x at stride 2;
-    64 channels 1.1x (T 50-64). The rule: P / (K T_out) <= 0.25 * min(C_in, C_out) / 128."""
+    backward, ``benchmarks/bench_temporal_conv.py`` at the ST-GCN and AGCN shapes, 2-core AVX-512
+    Xeon, 2026-12-06 18:08): it saves P / (K T_out) of the multiplications but moves P / T times the
+    input through memory twice each way, so it wins where the channels are many and the saving
+    large. Measured: 256 channels 2.07-2.43x at stride 1 (T 13-16), 1.47-1.69x at stride 2; 128
+    channels 1.93-1.95x at stride 1 (T 25-32), 0.82-0.88x at stride 2; 64 channels 0.76-0.83x
+    (T 50-64). The rule, which picks the faster form in every case there:
+    P / (K T_out) <= 0.25 * min(C_in, C_out) / 128."""
     if kernel == 1 or frames < 2:
         return False
     points = frequency_matrices(frames, kernel, stride, torch.float64)[0].shape[0]
@@ -116,11 +118,13 @@ def prefers_frequency(channels_in: int, channels_out: int, frames: int, kernel: 
     return saving * 128 <= 0.25 * min(channels_in, channels_out)
 
 
-def _check_inputs(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int) -> None:
+def _check_inputs(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int, autocast: bool
+) -> None:
     check_rank("temporal_conv: x", x, 4, "(N, C_in, T, V)")
     check_rank("temporal_conv: weight", weight, 4, "(C_out, C_in, K, 1)")
     check_floating("temporal_conv: x", x)
-    check_same(OP, [("x", x), ("weight", weight), ("bias", bias)])
+    check_same(OP, [("x", x), ("weight", weight), ("bias", bias)], dtype=not autocast)
     out_channels, in_channels, kernel, width = weight.shape
     if width != 1 or kernel % 2 == 0:
         raise ValueError(
@@ -172,9 +176,12 @@ def temporal_conv(
     Returns:
         (N, C_out, T_out, V), T_out = (T - 1) // stride + 1. Differentiable in x, weight and bias.
     """
-    _check_inputs(x, weight, bias, stride)
+    autocast = torch.is_autocast_enabled(x.device.type)
+    _check_inputs(x, weight, bias, stride, autocast)
     if algorithm not in ALGORITHMS:
         raise ValueError(f"temporal_conv: algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
+    if autocast:  # as nn.Conv2d under autocast: F.conv2d casts x, weight and bias to the autocast dtype
+        return reference.temporal_conv(x, weight, bias, stride)
     out_channels, in_channels, kernel, _ = weight.shape
     frames = x.shape[2]
     frequency = algorithm == "frequency" or (

@@ -1,10 +1,10 @@
-"""skelfast.nn.TemporalConv: an nn.Conv2d by state_dict and output, on either algorithm."""
+"""skelfast.nn.TemporalConv2d: an nn.Conv2d by state_dict and output, on either algorithm."""
 
 import pytest
 import torch
 from torch import nn
 
-from skelfast.nn import TemporalConv
+from skelfast.nn import TemporalConv2d
 from skelfast.ops.temporal_conv import prefers_frequency
 
 
@@ -14,7 +14,7 @@ def test_equals_nn_conv2d(channels, frames, stride):
     assert prefers_frequency(channels, channels, frames, 9, stride) == (channels == 128)
     torch.manual_seed(channels)
     conv = nn.Conv2d(channels, channels, (9, 1), (stride, 1), (4, 0)).double()
-    ours = TemporalConv(channels, channels, 9, stride).double()
+    ours = TemporalConv2d(channels, channels, 9, stride).double()
     assert ours.state_dict().keys() == conv.state_dict().keys()
     ours.load_state_dict(conv.state_dict())
     x = torch.randn(3, channels, frames, 25, dtype=torch.float64, requires_grad=True)
@@ -30,4 +30,14 @@ def test_equals_nn_conv2d(channels, frames, stride):
 
 def test_even_kernel_is_refused():
     with pytest.raises(ValueError, match="kernel_size must be odd"):
-        TemporalConv(4, 4, 8)
+        TemporalConv2d(4, 4, 8)
+
+
+def test_official_initialiser_reaches_it():
+    # HiCLR's weights_init matches class names containing "Conv2d": N(0, 0.02) weights, zero bias
+    # (PyTorch's default bias is uniform and non-zero)
+    from skelfast.nn import stgcn_hiclr
+
+    convs = [m for m in stgcn_hiclr().modules() if isinstance(m, TemporalConv2d)]
+    assert len(convs) == 10
+    assert all(torch.equal(c.bias, torch.zeros_like(c.bias)) for c in convs)

@@ -176,3 +176,13 @@ def test_bad_input(args, match):
 def test_bad_algorithm():
     with pytest.raises(ValueError, match="algorithm must be one of"):
         temporal_conv(torch.randn(1, 2, 3, 4), torch.randn(2, 2, 3, 1), algorithm="fft")
+
+
+def test_autocast_runs_as_nn_conv2d():
+    # under CPU autocast nn.Conv2d computes in bf16 from a float32 weight; so does temporal_conv
+    x, w, b = make((2, 4, 4, 13, 25, 9, 1), torch.float32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = temporal_conv(x.to(torch.bfloat16), w, b, 1, algorithm="frequency")
+        y_ref = F.conv2d(x.to(torch.bfloat16), w, b, padding=(4, 0))
+    assert y.dtype == torch.bfloat16
+    assert torch.equal(y, y_ref)

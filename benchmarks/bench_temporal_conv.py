@@ -1,0 +1,90 @@
+"""The (9 x 1) temporal convolution: ``skelfast.ops.temporal_conv`` in the frequency form against
+oneDNN's direct convolution (``F.conv2d``, what the official units and the ``"direct"`` algorithm
+run), forward+backward to the input, weight and bias, at every (channels, frames, stride) the
+ST-GCN (batch 128 x 2 bodies, 50 frames) and the AGCN (64 x 2, 64 frames) units run.
+
+Run: ``python -m benchmarks.bench_temporal_conv`` (or ``make bench BENCH=temporal_conv``). This is
+the measurement behind ``prefers_frequency``, the rule ``algorithm="auto"`` follows: 'auto picks'
+says which form the rule gives each case, 'x direct' > 1 where the frequency form is faster.
+'multiplications' is the frequency form's share of the direct one's (P / (K T_out)).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from benchmarks.common import run_cases, time_interleaved, write_results
+from skelfast.ops import temporal_conv
+from skelfast.ops.temporal_conv import frequency_matrices, output_frames, prefers_frequency
+
+KERNEL = 9
+CASES = {  # name: (N * M, channels, frames in, stride)
+    "stgcn 64ch T50": (256, 64, 50, 1),
+    "stgcn 128ch T50 s2": (256, 128, 50, 2),
+    "stgcn 128ch T25": (256, 128, 25, 1),
+    "stgcn 256ch T25 s2": (256, 256, 25, 2),
+    "stgcn 256ch T13": (256, 256, 13, 1),
+    "agcn 64ch T64": (128, 64, 64, 1),
+    "agcn 128ch T64 s2": (128, 128, 64, 2),
+    "agcn 128ch T32": (128, 128, 32, 1),
+    "agcn 256ch T32 s2": (128, 256, 32, 2),
+    "agcn 256ch T16": (128, 256, 16, 1),
+}
+
+
+def _inputs(n: int, c: int, t: int, stride: int) -> dict[str, torch.Tensor]:
+    return {
+        "x": torch.randn(n, c, t, 25, requires_grad=True),
+        "weight": (torch.randn(c, c, KERNEL, 1) / (c * KERNEL) ** 0.5).requires_grad_(),
+        "bias": torch.randn(c, requires_grad=True),
+        "grad": torch.randn(n, c, output_frames(t, KERNEL, stride), 25),
+    }
+
+
+def run_case(name: str, repeats: int = 3) -> dict[str, object]:
+    n, c, t, stride = CASES[name]
+    a = _inputs(n, c, t, stride)
+
+    def frequency() -> None:
+        temporal_conv(a["x"], a["weight"], a["bias"], stride, algorithm="frequency").backward(a["grad"])
+
+    def direct() -> None:
+        F.conv2d(a["x"], a["weight"], a["bias"], stride=(stride, 1), padding=(KERNEL // 2, 0)).backward(
+            a["grad"]
+        )
+
+    # the columns in turns: this VM's speed drifts by tens of percent between minutes
+    timings = time_interleaved({"frequency": frequency, "direct": direct}, repeats=repeats, warmup=1)
+    points = frequency_matrices(t, KERNEL, stride, torch.float32)[0].shape[0]
+    return {
+        "case": name,
+        "shape": f"{n}x{c}x{t}x25 s{stride}",
+        "multiplications": round(points / (KERNEL * output_frames(t, KERNEL, stride)), 2),
+        "frequency ms": round(timings["frequency"].median_ms, 1),
+        "direct ms": round(timings["direct"].median_ms, 1),
+        "x direct": round(timings["direct"].median_ms / timings["frequency"].median_ms, 2),
+        "auto picks": "frequency" if prefers_frequency(c, c, t, KERNEL, stride) else "direct",
+    }
+
+
+def main() -> list[dict[str, object]]:
+    torch.manual_seed(0)
+    rows = run_cases(CASES, run_case)
+    note = "forward+backward (input, weight, bias); 'x direct' > 1: the frequency form is faster."
+    print(write_results("temporal_conv", rows, note))
+    return rows
+
+
+# --- pytest-benchmark cases (CI runs each once with --benchmark-disable: small shapes) ----------
+
+
+def test_temporal_conv_frequency(benchmark):  # noqa: ANN001
+    a = _inputs(2, 8, 13, 1)
+    benchmark(
+        lambda: temporal_conv(a["x"], a["weight"], a["bias"], 1, algorithm="frequency").backward(a["grad"])
+    )
+
+
+if __name__ == "__main__":
+    main()
