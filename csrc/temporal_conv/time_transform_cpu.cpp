@@ -103,8 +103,8 @@ __attribute__((always_inline)) inline void transform_blocks(const scalar_t* src,
     const int64_t c = b / g.N, n = b % g.N;
     for (int64_t s = 0; s < g.S; ++s)
       std::memcpy(buffer.data() + s * g.VP, src + g.in_row(n, c, s), g.V * sizeof(scalar_t));
-    block_product<scalar_t, kBytes, kRows>(M, g.R, g.S, buffer.data(), g.VP, g.V, dst + g.out_row(n, c, 0), g.out_stride(),
-                                    bias == nullptr ? scalar_t(0) : bias[c]);
+    block_product<scalar_t, kBytes, kRows>(M, g.R, g.S, buffer.data(), g.VP, g.V, dst + g.out_row(n, c, 0),
+                                           g.out_stride(), bias == nullptr ? scalar_t(0) : bias[c]);
   }
 }
 
@@ -118,10 +118,8 @@ __attribute__((target("avx512f,fma"))) void blocks_avx512(
 }
 
 template <typename scalar_t>
-__attribute__((target("avx2,fma"))) void blocks_avx2(const scalar_t* src, scalar_t* dst,
-                                                                              const scalar_t* M, const scalar_t* bias,
-                                                                              const Geometry& g, int64_t b0,
-                                                                              int64_t b1) {
+__attribute__((target("avx2,fma"))) void blocks_avx2(const scalar_t* src, scalar_t* dst, const scalar_t* M,
+                                                     const scalar_t* bias, const Geometry& g, int64_t b0, int64_t b1) {
   transform_blocks<scalar_t, 32, 4>(src, dst, M, bias, g, b0, b1);
 }
 #endif

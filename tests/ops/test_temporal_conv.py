@@ -130,14 +130,18 @@ def test_forms_agree(tmp_path):
         "import sys, torch\n"
         "from skelfast.ops import temporal_conv\n"
         "torch.manual_seed(0)\n"
-        "x = torch.randn(3, 8, 25, 25, requires_grad=True); w = torch.randn(6, 8, 9, 1, requires_grad=True)\n"
-        "y = temporal_conv(x, w, None, 1, algorithm='frequency')\n"
-        "y.backward(torch.ones_like(y))\n"
-        "torch.save((y.detach(), x.grad, w.grad), sys.argv[1])\n"
+        "out = []\n"
+        "for v in (25, 17):  # the AVX2 form's last 8-lane chunk: a pair at V = 25, alone at 17\n"
+        "    x = torch.randn(3, 8, 25, v, requires_grad=True); w = torch.randn(6, 8, 9, 1, requires_grad=True)\n"
+        "    y = temporal_conv(x, w, None, 1, algorithm='frequency')\n"
+        "    y.backward(torch.ones_like(y))\n"
+        "    out += [y.detach(), x.grad, w.grad]\n"
+        "torch.save(out, sys.argv[1])\n"
     )
     results = run_per_isa(script, tmp_path)
     for isa, got in results.items():
-        for a, b, name in zip(got, results["baseline"], ("y", "grad x", "grad w"), strict=True):
+        names = [f"{n} V={v}" for v in (25, 17) for n in ("y", "grad x", "grad w")]
+        for a, b, name in zip(got, results["baseline"], names, strict=True):
             assert_close(a, b, 1e-4, 1e-5, f"{isa} {name}")
 
 
@@ -186,3 +190,13 @@ def test_autocast_runs_as_nn_conv2d():
         y_ref = F.conv2d(x.to(torch.bfloat16), w, b, padding=(4, 0))
     assert y.dtype == torch.bfloat16
     assert torch.equal(y, y_ref)
+
+
+@requires_cpp
+def test_non_contiguous_input():
+    # a (N, C, V, T) tensor read as (N, C, T, V): the transform copies it to rows of V first
+    x, w, b = make((2, 4, 3, 13, 25, 9, 1), torch.float64)
+    x_t = x.detach().transpose(2, 3).contiguous().transpose(2, 3).requires_grad_()
+    assert not x_t.is_contiguous()
+    y = temporal_conv(x_t, w, b, 1, algorithm="frequency")
+    assert_close(y, F.conv2d(x_t, w, b, padding=(4, 0)), 1e-10, 1e-10, "non-contiguous")
