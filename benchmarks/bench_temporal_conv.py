@@ -30,6 +30,10 @@ CASES = {  # name: (N * M, channels, frames in, stride)
     "agcn 128ch T32": (128, 128, 32, 1),
     "agcn 256ch T32 s2": (128, 256, 32, 2),
     "agcn 256ch T16": (128, 256, 16, 1),
+    # longer clips than the methods train on (the dense transforms grow as T^2)
+    "long 128ch T100": (64, 128, 100, 1),
+    "long 128ch T300": (16, 128, 300, 1),
+    "long 256ch T300": (16, 256, 300, 1),
 }
 
 

@@ -104,18 +104,21 @@ def _build_matrices(
 
 def prefers_frequency(channels_in: int, channels_out: int, frames: int, kernel: int, stride: int) -> bool:
     """Whether the frequency form measured faster than oneDNN's direct convolution (forward +
-    backward, ``benchmarks/bench_temporal_conv.py`` at the ST-GCN and AGCN shapes, 2-core AVX-512
-    Xeon, 2026-12-06 18:08): it saves P / (K T_out) of the multiplications but moves P / T times the
-    input through memory twice each way, so it wins where the channels are many and the saving
-    large. Measured: 256 channels 2.07-2.43x at stride 1 (T 13-16), 1.47-1.69x at stride 2; 128
-    channels 1.93-1.95x at stride 1 (T 25-32), 0.82-0.88x at stride 2; 64 channels 0.76-0.83x
-    (T 50-64). The rule, which picks the faster form in every case there:
-    P / (K T_out) <= 0.25 * min(C_in, C_out) / 128."""
+    backward, ``benchmarks/bench_temporal_conv.py``: the ST-GCN and AGCN shapes and longer clips,
+    2-core AVX-512 Xeon, 2026-12-06). It saves P / (K T_out) of the channel multiplications but moves
+    P / T times the input through memory twice each way, and its dense transforms cost about 2 P T
+    multiplications per channel against the GEMM's P C: it wins where the channels are many, the
+    saving large and the clip not much longer than the channel count. Measured (two runs, 18:08 and
+    18:33): 256 channels 2.07-2.43x at stride 1 (T 13-16), 1.41-1.69x at stride 2, 1.2-1.4x at T = 300;
+    128 channels 1.80-1.95x at stride 1 (T 25-32), 1.15x at T = 100, 0.79-0.84x at T = 300, 0.80-0.88x
+    at stride 2; 64 channels 0.76-0.89x (T 50-64). The rule, which picks the faster form in each of those cases:
+    P / (K T_out) <= 0.25 * min(C_in, C_out) / 128 and T <= 2 * min(C_in, C_out)."""
     if kernel == 1 or frames < 2:
         return False
+    channels = min(channels_in, channels_out)
     points = frequency_matrices(frames, kernel, stride, torch.float64)[0].shape[0]
     saving = points / (kernel * output_frames(frames, kernel, stride))
-    return saving * 128 <= 0.25 * min(channels_in, channels_out)
+    return saving * 128 <= 0.25 * channels and frames <= 2 * channels
 
 
 def _check_inputs(

@@ -160,6 +160,9 @@ def test_auto_rule_follows_the_measured_crossover():
     assert prefers_frequency(128, 128, 25, 9, 1) and prefers_frequency(128, 128, 32, 9, 1)
     assert not prefers_frequency(128, 128, 50, 9, 2) and not prefers_frequency(64, 64, 50, 9, 1)
     assert not prefers_frequency(256, 256, 13, 1, 1) and not prefers_frequency(16, 16, 50, 9, 1)
+    # long clips: the dense transforms' T^2 work (128 channels at T = 300 measured 0.84x)
+    assert prefers_frequency(128, 128, 100, 9, 1) and prefers_frequency(256, 256, 300, 9, 1)
+    assert not prefers_frequency(128, 128, 300, 9, 1)
 
 
 @pytest.mark.parametrize(
