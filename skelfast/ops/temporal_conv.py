@@ -42,7 +42,8 @@ ALGORITHMS = ("auto", "frequency", "direct")
 
 def output_frames(frames: int, kernel: int, stride: int) -> int:
     """T_out of a (K x 1) convolution with padding (K - 1) / 2 and the given stride."""
-    return (frames + kernel - 1 - kernel) // stride + 1
+    pad = (kernel - 1) // 2
+    return (frames + 2 * pad - kernel) // stride + 1
 
 
 # (frames, kernel, stride, dtype) -> matrices: a plain dict, which torch.compile reads as constants
@@ -109,10 +110,10 @@ def prefers_frequency(channels_in: int, channels_out: int, frames: int, kernel: 
     P / T times the input through memory twice each way, and its dense transforms cost about 2 P T
     multiplications per channel against the GEMM's P C: it wins where the channels are many, the
     saving large and the clip not much longer than the channel count. Measured (two runs, 18:08 and
-    18:33): 256 channels 2.07-2.43x at stride 1 (T 13-16), 1.41-1.69x at stride 2, 1.2-1.4x at T = 300;
-    128 channels 1.80-1.95x at stride 1 (T 25-32), 1.15x at T = 100, 0.79-0.84x at T = 300, 0.80-0.88x
-    at stride 2; 64 channels 0.76-0.89x (T 50-64). The rule, which picks the faster form in each of those cases:
-    P / (K T_out) <= 0.25 * min(C_in, C_out) / 128 and T <= 2 * min(C_in, C_out)."""
+    18:33): 256 channels 2.07-2.43x at stride 1 (T 13-16), 1.41-1.69x at stride 2, 1.2-1.4x at
+    T = 300; 128 channels 1.80-1.95x at stride 1 (T 25-32), 1.15x at T = 100, 0.79-0.84x at T = 300,
+    0.80-0.88x at stride 2; 64 channels 0.76-0.89x (T 50-64). The rule, which picks the faster form
+    in each of those cases: P / (K T_out) <= 0.25 min(C_in, C_out) / 128 and T <= 2 min(C_in, C_out)."""
     if kernel == 1 or frames < 2:
         return False
     channels = min(channels_in, channels_out)
