@@ -19,7 +19,7 @@ from skelfast.ops import temporal_conv
 from skelfast.ops.temporal_conv import frequency_matrices, output_frames, prefers_frequency
 
 KERNEL = 9
-CASES = {  # name: (N * M, channels, frames in, stride)
+CASES = {  # name: (N * M, channels, frames in, stride[, kernel (9 unless given)])
     "stgcn 64ch T50": (256, 64, 50, 1),
     "stgcn 128ch T50 s2": (256, 128, 50, 2),
     "stgcn 128ch T25": (256, 128, 25, 1),
@@ -34,41 +34,46 @@ CASES = {  # name: (N * M, channels, frames in, stride)
     "long 128ch T100": (64, 128, 100, 1),
     "long 128ch T300": (16, 128, 300, 1),
     "long 256ch T300": (16, 256, 300, 1),
+    # HiCLR's DSTA-Net: a (7 x 1) temporal convolution after each attention block
+    "dsta 128ch T25 K7": (256, 128, 25, 1, 7),
+    "dsta 256ch T25 s2 K7": (256, 256, 25, 2, 7),
+    "dsta 256ch T13 K7": (256, 256, 13, 1, 7),
 }
 
 
-def _inputs(n: int, c: int, t: int, stride: int) -> dict[str, torch.Tensor]:
+def _inputs(n: int, c: int, t: int, stride: int, kernel: int = KERNEL) -> dict[str, torch.Tensor]:
     return {
         "x": torch.randn(n, c, t, 25, requires_grad=True),
-        "weight": (torch.randn(c, c, KERNEL, 1) / (c * KERNEL) ** 0.5).requires_grad_(),
+        "weight": (torch.randn(c, c, kernel, 1) / (c * kernel) ** 0.5).requires_grad_(),
         "bias": torch.randn(c, requires_grad=True),
-        "grad": torch.randn(n, c, output_frames(t, KERNEL, stride), 25),
+        "grad": torch.randn(n, c, output_frames(t, kernel, stride), 25),
     }
 
 
 def run_case(name: str, repeats: int = 3) -> dict[str, object]:
-    n, c, t, stride = CASES[name]
-    a = _inputs(n, c, t, stride)
+    n, c, t, stride, *rest = CASES[name]
+    kernel = rest[0] if rest else KERNEL
+    a = _inputs(n, c, t, stride, kernel)
 
     def frequency() -> None:
         temporal_conv(a["x"], a["weight"], a["bias"], stride, algorithm="frequency").backward(a["grad"])
 
     def direct() -> None:
-        F.conv2d(a["x"], a["weight"], a["bias"], stride=(stride, 1), padding=(KERNEL // 2, 0)).backward(
+        F.conv2d(a["x"], a["weight"], a["bias"], stride=(stride, 1), padding=(kernel // 2, 0)).backward(
             a["grad"]
         )
 
     # the columns in turns: this VM's speed drifts by tens of percent between minutes
     timings = time_interleaved({"frequency": frequency, "direct": direct}, repeats=repeats, warmup=1)
-    points = frequency_matrices(t, KERNEL, stride, torch.float32)[0].shape[0]
+    points = frequency_matrices(t, kernel, stride, torch.float32)[0].shape[0]
     return {
         "case": name,
         "shape": f"{n}x{c}x{t}x25 s{stride}",
-        "multiplications": round(points / (KERNEL * output_frames(t, KERNEL, stride)), 2),
+        "multiplications": round(points / (kernel * output_frames(t, kernel, stride)), 2),
         "frequency ms": round(timings["frequency"].median_ms, 1),
         "direct ms": round(timings["direct"].median_ms, 1),
         "x direct": round(timings["direct"].median_ms / timings["frequency"].median_ms, 2),
-        "auto picks": "frequency" if prefers_frequency(c, c, t, KERNEL, stride) else "direct",
+        "auto picks": "frequency" if prefers_frequency(c, c, t, kernel, stride) else "direct",
     }
 
 

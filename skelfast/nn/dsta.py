@@ -15,6 +15,7 @@ from torch import nn
 
 from skelfast.nn._official import OfficialEncoder, init_normal_002
 from skelfast.nn.dropout import Dropout
+from skelfast.nn.temporal_conv import TemporalConv2d
 
 # (in_channels, out_channels, inter_channels, stride) of HiCLR's release config
 HICLR_CONFIG = (
@@ -40,6 +41,8 @@ class SpatialPositionalEncoding(nn.Module):
 
 
 def _conv_bn(cin: int, cout: int, kernel: tuple[int, int] = (1, 1), stride: int = 1) -> nn.Sequential:
+    if kernel[0] > 1 and kernel[1] == 1:  # the (7 x 1) temporal one: the frequency form where faster
+        return nn.Sequential(TemporalConv2d(cin, cout, kernel[0], stride), nn.BatchNorm2d(cout))
     pad = ((kernel[0] - 1) // 2, (kernel[1] - 1) // 2)
     return nn.Sequential(nn.Conv2d(cin, cout, kernel, (stride, 1), pad), nn.BatchNorm2d(cout))
 

@@ -109,11 +109,13 @@ def prefers_frequency(channels_in: int, channels_out: int, frames: int, kernel: 
     2-core AVX-512 Xeon, 2026-12-06). It saves P / (K T_out) of the channel multiplications but moves
     P / T times the input through memory twice each way, and its dense transforms cost about 2 P T
     multiplications per channel against the GEMM's P C: it wins where the channels are many, the
-    saving large and the clip not much longer than the channel count. Measured (two runs, 18:08 and
-    18:33): 256 channels 2.07-2.43x at stride 1 (T 13-16), 1.41-1.69x at stride 2, 1.2-1.4x at
-    T = 300; 128 channels 1.80-1.95x at stride 1 (T 25-32), 1.15x at T = 100, 0.79-0.84x at T = 300,
-    0.80-0.88x at stride 2; 64 channels 0.76-0.89x (T 50-64). The rule, which picks the faster form
-    in each of those cases: P / (K T_out) <= 0.25 min(C_in, C_out) / 128 and T <= 2 min(C_in, C_out)."""
+    saving large and the clip not much longer than the channel count. Measured (three runs, 18:08,
+    18:33, 18:42), K = 9: 256 channels 2.07-2.43x at stride 1 (T 13-16), 1.26-1.69x at stride 2,
+    1.2-1.4x at T = 300; 128 channels 1.55-1.95x at stride 1 (T 25-32), 1.14-1.15x at T = 100,
+    0.77-0.84x at T = 300, 0.71-0.88x at stride 2; 64 channels 0.74-0.89x (T 50-64). K = 7
+    (DSTA-Net): 1.33x at 128 channels (T 25), 1.24-1.93x at 256. The rule, which picks the faster
+    form in each of those cases: P / (K T_out) <= 0.25 min(C_in, C_out) / 128 and
+    T <= 2 min(C_in, C_out)."""
     if kernel == 1 or frames < 2:
         return False
     channels = min(channels_in, channels_out)

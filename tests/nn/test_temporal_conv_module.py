@@ -41,3 +41,12 @@ def test_official_initialiser_reaches_it():
     convs = [m for m in stgcn_hiclr().modules() if isinstance(m, TemporalConv2d)]
     assert len(convs) == 10
     assert all(torch.equal(c.bias, torch.zeros_like(c.bias)) for c in convs)
+
+
+def test_encoders_use_it_for_every_temporal_kernel():
+    # ST-GCN and AGCN (9 x 1) and DSTA-Net (7 x 1): no plain nn.Conv2d with a (k > 1, 1) kernel left
+    from skelfast.nn import AGCN, DSTANet, stgcn_standard
+
+    for model in (stgcn_standard(), AGCN(), DSTANet()):
+        temporal = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.kernel_size[0] > 1]
+        assert temporal and all(isinstance(m, TemporalConv2d) and m.kernel_size[1] == 1 for m in temporal)
