@@ -146,7 +146,12 @@ def _register() -> None:
     @torch.library.register_fake("skelfast::graph_conv_backward")
     def _fake_backward(grad, x, weight, bias, A, output_mask):  # noqa: ANN001, ANN202
         def grad_like(t: torch.Tensor | None, wanted: bool) -> torch.Tensor:
-            return torch.empty_like(t) if (wanted and t is not None) else x.new_empty((0,))
+            # the kernel writes contiguous gradients whatever the inputs' strides
+            return (
+                torch.empty_like(t, memory_format=torch.contiguous_format)
+                if (wanted and t is not None)
+                else x.new_empty((0,))
+            )
 
         return (
             grad_like(x, output_mask[0]),

@@ -178,3 +178,22 @@ def test_bad_input_is_rejected():
         model(torch.randn(2, 3, 10, 25))
     with pytest.raises(ValueError, match="C\\*V=75"):
         model(torch.randn(2, 3, 10, 20, 2))
+
+
+def test_compiled_training_step_matches_eager():
+    # torch.compile(fullgraph=True) of a whole training step: every fake kernel's shapes and strides
+    # (graph_conv's backward on data_bn's permuted output, temporal_conv's transforms at 128 and 256
+    # channels, the BatchNorm tails) must match the kernels'; float64, same dropout seed
+    torch.manual_seed(0)
+    model = stgcn_standard().train().double()
+    x = torch.randn(2, 3, 20, 25, 2, dtype=torch.float64)
+    params = list(model.parameters())
+    torch.manual_seed(1)
+    eager = model(x)
+    eager_grads = torch.autograd.grad(eager.sum(), params)
+    torch.manual_seed(1)
+    compiled = torch.compile(model, fullgraph=True)(x)
+    compiled_grads = torch.autograd.grad(compiled.sum(), params)
+    torch.testing.assert_close(compiled, eager, atol=1e-12, rtol=1e-10)
+    for got, want in zip(compiled_grads, eager_grads, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-11, rtol=1e-9)

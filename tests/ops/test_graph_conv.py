@@ -164,6 +164,10 @@ def test_opcheck():
     x, w, b, A = make_inputs(2, 5, 6, 4, 25, 3, requires_grad=False)
     grad = torch.randn(2, 6, 4, 25)
     torch.library.opcheck(torch.ops.skelfast.graph_conv_backward.default, (grad, x, w, b, A, [True] * 4))
+    # a non-contiguous x (an ST-GCN's first unit reads data_bn's permuted output): the kernel's
+    # gradients are contiguous, and so must the fake kernel's be, or a compiled training step fails
+    x_nc = x.transpose(2, 3).contiguous().transpose(2, 3)
+    torch.library.opcheck(torch.ops.skelfast.graph_conv_backward.default, (grad, x_nc, w, b, A, [True] * 4))
 
 
 @requires_cpp
