@@ -18,22 +18,21 @@ from benchmarks.common import run_cases, time_interleaved, write_results
 from skelfast.ops import temporal_conv
 from skelfast.ops.temporal_conv import frequency_matrices, output_frames, prefers_frequency
 
-KERNEL = 9
-CASES = {  # name: (N * M, channels, frames in, stride[, kernel (9 unless given)])
-    "stgcn 64ch T50": (256, 64, 50, 1),
-    "stgcn 128ch T50 s2": (256, 128, 50, 2),
-    "stgcn 128ch T25": (256, 128, 25, 1),
-    "stgcn 256ch T25 s2": (256, 256, 25, 2),
-    "stgcn 256ch T13": (256, 256, 13, 1),
-    "agcn 64ch T64": (128, 64, 64, 1),
-    "agcn 128ch T64 s2": (128, 128, 64, 2),
-    "agcn 128ch T32": (128, 128, 32, 1),
-    "agcn 256ch T32 s2": (128, 256, 32, 2),
-    "agcn 256ch T16": (128, 256, 16, 1),
+CASES = {  # name: (N * M, channels, frames in, stride, kernel)
+    "stgcn 64ch T50": (256, 64, 50, 1, 9),
+    "stgcn 128ch T50 s2": (256, 128, 50, 2, 9),
+    "stgcn 128ch T25": (256, 128, 25, 1, 9),
+    "stgcn 256ch T25 s2": (256, 256, 25, 2, 9),
+    "stgcn 256ch T13": (256, 256, 13, 1, 9),
+    "agcn 64ch T64": (128, 64, 64, 1, 9),
+    "agcn 128ch T64 s2": (128, 128, 64, 2, 9),
+    "agcn 128ch T32": (128, 128, 32, 1, 9),
+    "agcn 256ch T32 s2": (128, 256, 32, 2, 9),
+    "agcn 256ch T16": (128, 256, 16, 1, 9),
     # longer clips than the methods train on (the dense transforms grow as T^2)
-    "long 128ch T100": (64, 128, 100, 1),
-    "long 128ch T300": (16, 128, 300, 1),
-    "long 256ch T300": (16, 256, 300, 1),
+    "long 128ch T100": (64, 128, 100, 1, 9),
+    "long 128ch T300": (16, 128, 300, 1, 9),
+    "long 256ch T300": (16, 256, 300, 1, 9),
     # HiCLR's DSTA-Net: a (7 x 1) temporal convolution after each attention block
     "dsta 128ch T25 K7": (256, 128, 25, 1, 7),
     "dsta 256ch T25 s2 K7": (256, 256, 25, 2, 7),
@@ -41,7 +40,7 @@ CASES = {  # name: (N * M, channels, frames in, stride[, kernel (9 unless given)
 }
 
 
-def _inputs(n: int, c: int, t: int, stride: int, kernel: int = KERNEL) -> dict[str, torch.Tensor]:
+def _inputs(n: int, c: int, t: int, stride: int, kernel: int = 9) -> dict[str, torch.Tensor]:
     return {
         "x": torch.randn(n, c, t, 25, requires_grad=True),
         "weight": (torch.randn(c, c, kernel, 1) / (c * kernel) ** 0.5).requires_grad_(),
@@ -51,8 +50,7 @@ def _inputs(n: int, c: int, t: int, stride: int, kernel: int = KERNEL) -> dict[s
 
 
 def run_case(name: str, repeats: int = 3) -> dict[str, object]:
-    n, c, t, stride, *rest = CASES[name]
-    kernel = rest[0] if rest else KERNEL
+    n, c, t, stride, kernel = CASES[name]
     a = _inputs(n, c, t, stride, kernel)
 
     def frequency() -> None:

@@ -128,8 +128,7 @@ __attribute__((always_inline)) inline void stencil_run(const scalar_t* src, scal
 
 // Four vectors of sums, at the target's width: AVX-512 (16 floats a register), AVX2 (8) and the
 // baseline SSE2 (4), picked at run time
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(SKELFAST_NO_AVX2)
-#define SKELFAST_BLUR_X86 1
+#ifdef SKELFAST_GCC_X86_FORMS
 template <typename scalar_t>
 __attribute__((target("avx512f"), optimize("fp-contract=off"))) void stencil_avx512(
     const scalar_t* src, scalar_t* dst, const scalar_t* taps, int64_t first, int64_t last, int64_t VM, int64_t count) {
@@ -158,7 +157,7 @@ void blur_sample(const scalar_t* y, scalar_t* blurred, const scalar_t* taps, int
                  const Padded& layout) {
   const scalar_t* src = y + layout.row(0, 0) - layout.R * layout.VM;  // tap k reads row t + k - R
   scalar_t* dst = blurred + layout.row(0, 0);
-#ifdef SKELFAST_BLUR_X86
+#ifdef SKELFAST_GCC_X86_FORMS
   const int form = cpu_isa_level();  // 2 AVX-512, 1 AVX2, 0 baseline (SKELFAST_CPU_ISA caps it)
   // Denormals read and written as zero (DAZ | FTZ) for the stencil: small sigmas give outer taps
   // below float32's smallest normal (sigma 0.3 and 0.5: two taps ~1e-43), and every multiply by

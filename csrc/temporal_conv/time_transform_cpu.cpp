@@ -108,8 +108,7 @@ __attribute__((always_inline)) inline void transform_blocks(const scalar_t* src,
   }
 }
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(SKELFAST_NO_AVX2)
-#define SKELFAST_TRANSFORM_X86 1
+#ifdef SKELFAST_GCC_X86_FORMS
 template <typename scalar_t>
 __attribute__((target("avx512f,fma"))) void blocks_avx512(
     const scalar_t* src, scalar_t* dst, const scalar_t* M, const scalar_t* bias, const Geometry& g, int64_t b0,
@@ -168,7 +167,7 @@ at::Tensor time_transform_cpu(const at::Tensor& src, const at::Tensor& matrix, c
     scalar_t* o = out.mutable_data_ptr<scalar_t>();
     // about 64 KFLOP a block: a grain of 16 blocks keeps the task overhead small
     at::parallel_for(0, N * C, 16, [&](int64_t b0, int64_t b1) {
-#ifdef SKELFAST_TRANSFORM_X86
+#ifdef SKELFAST_GCC_X86_FORMS
       const int form = cpu_isa_level();
       if (form == 2) return blocks_avx512<scalar_t>(in, o, m, add, g, b0, b1);
       if (form == 1) return blocks_avx2<scalar_t>(in, o, m, add, g, b0, b1);
