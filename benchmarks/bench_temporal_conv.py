@@ -1,7 +1,8 @@
 """The (9 x 1) temporal convolution: ``skelfast.ops.temporal_conv`` in the frequency form against
 oneDNN's direct convolution (``F.conv2d``, what the official units and the ``"direct"`` algorithm
 run), forward+backward to the input, weight and bias, at every (channels, frames, stride) the
-ST-GCN (batch 128 x 2 bodies, 50 frames) and the AGCN (64 x 2, 64 frames) units run.
+ST-GCN (batch 128 x 2 bodies, 50 frames; standard and HiCLR's quarter width), the AGCN (64 x 2,
+64 frames) and DSTA-Net units run, and at longer clips.
 
 Run: ``python -m benchmarks.bench_temporal_conv`` (or ``make bench BENCH=temporal_conv``). This is
 the measurement behind ``prefers_frequency``, the rule ``algorithm="auto"`` follows: 'auto picks'
@@ -19,6 +20,12 @@ from skelfast.ops import temporal_conv
 from skelfast.ops.temporal_conv import frequency_matrices, output_frames, prefers_frequency
 
 CASES = {  # name: (N * M, channels, frames in, stride, kernel)
+    # HiCLR's quarter-width ST-GCN (16 to 64 channels before its last unit)
+    "quarter 16ch T50": (256, 16, 50, 1, 9),
+    "quarter 32ch T50 s2": (256, 32, 50, 2, 9),
+    "quarter 32ch T25": (256, 32, 25, 1, 9),
+    "quarter 64ch T25 s2": (256, 64, 25, 2, 9),
+    "quarter 64ch T13": (256, 64, 13, 1, 9),
     "stgcn 64ch T50": (256, 64, 50, 1, 9),
     "stgcn 128ch T50 s2": (256, 128, 50, 2, 9),
     "stgcn 128ch T25": (256, 128, 25, 1, 9),
@@ -30,6 +37,9 @@ CASES = {  # name: (N * M, channels, frames in, stride, kernel)
     "agcn 256ch T32 s2": (128, 256, 32, 2, 9),
     "agcn 256ch T16": (128, 256, 16, 1, 9),
     # longer clips than the methods train on (the dense transforms grow as T^2)
+    "long 32ch T100": (64, 32, 100, 1, 9),
+    "long 64ch T150": (64, 64, 150, 1, 9),
+    "long 64ch T300": (16, 64, 300, 1, 9),
     "long 128ch T100": (64, 128, 100, 1, 9),
     "long 128ch T300": (16, 128, 300, 1, 9),
     "long 256ch T300": (16, 256, 300, 1, 9),

@@ -3,7 +3,8 @@
 A subclass, so it keeps the official state_dict keys and hooks on convolution modules, and its name
 contains ``Conv2d``, which the official initialisers match on (HiCLR's ``weights_init`` tests
 ``classname.find('Conv2d')``); its forward runs ``skelfast.ops.temporal_conv``, which takes the
-frequency form where that is faster (128 channels and more on the 2-core CPU of the README).
+frequency form where that is faster (32 channels and more, clips up to a few times the channel count,
+on the 2-core CPU of the README: ``prefers_frequency``).
 """
 
 from __future__ import annotations

@@ -17,9 +17,10 @@ multiplications at stride 1, 2.7-2.8x at stride 2). The transforms along time ar
 are one ``torch.bmm``, whose own backward gives the weight and input gradients. Float32 error against
 oneDNN's direct convolution: ~5e-7 of the output's scale (the DFT's rounding).
 
-The extra passes over memory (points are P / T times the input) cost more than the saved FLOPs below
-about 128 channels on the 2-core Xeon of the README; ``algorithm="auto"`` picks the frequency form
-where it measured faster there (see ``prefers_frequency``) and ``F.conv2d`` elsewhere.
+The transforms (dense, P T multiplications per channel) and the small GEMMs cost more than the saved
+multiplications below 32 channels and for clips much longer than the channel count on the 2-core
+Xeon of the README; ``algorithm="auto"`` picks the frequency form where it measured faster there (see
+``prefers_frequency``) and ``F.conv2d`` elsewhere.
 
 Backends: ``cpp`` (CPU, float32/float64) and ``reference`` (``F.conv2d``: CUDA, half precision,
 empty input, and under autocast, where F.conv2d casts its operands as nn.Conv2d's would be).
@@ -105,23 +106,21 @@ def _build_matrices(
 
 def prefers_frequency(channels_in: int, channels_out: int, frames: int, kernel: int, stride: int) -> bool:
     """Whether the frequency form measured faster than oneDNN's direct convolution (forward +
-    backward, ``benchmarks/bench_temporal_conv.py``: the ST-GCN and AGCN shapes and longer clips,
-    2-core AVX-512 Xeon, 2026-12-06). It saves P / (K T_out) of the channel multiplications but moves
-    P / T times the input through memory twice each way, and its dense transforms cost about 2 P T
-    multiplications per channel against the GEMM's P C: it wins where the channels are many, the
-    saving large and the clip not much longer than the channel count. Measured (three runs, 18:08,
-    18:33, 18:42), K = 9: 256 channels 2.07-2.43x at stride 1 (T 13-16), 1.26-1.69x at stride 2,
-    1.2-1.4x at T = 300; 128 channels 1.55-1.95x at stride 1 (T 25-32), 1.14-1.15x at T = 100,
-    0.77-0.84x at T = 300, 0.71-0.88x at stride 2; 64 channels 0.74-0.89x (T 50-64). K = 7
-    (DSTA-Net): 1.33x at 128 channels (T 25), 1.24-1.93x at 256. The rule, which picks the faster
-    form in each of those cases: P / (K T_out) <= 0.25 min(C_in, C_out) / 128 and
-    T <= 2 min(C_in, C_out)."""
+    backward, ``benchmarks/bench_temporal_conv.py``: the ST-GCN, AGCN and DSTA-Net shapes and longer
+    clips, 2-core AVX-512 Xeon, 2026-12-06). It saves P / (K T_out) of the channel multiplications,
+    while its dense transforms cost about P T multiplications per channel each way (T^2: long clips
+    lose) and its P GEMMs of (C_out x C_in) run slowly below 32 channels. Measured 20:10-20:40 (the
+    transform as one GEMM per channel and 16 samples): 64 channels 1.4-1.7x at stride 1 (T 13-64),
+    1.2-1.4x at stride 2 (T 25), 1.2-1.3x at T = 100, 1.06x at T = 150, 0.8x at T = 300; 32 channels
+    1.2-1.3x at T 25-64, 0.75x at T = 100, 0.8-0.9x at stride 2 (T 50); 16 channels 0.7-1.0x; 128
+    channels 1.1-1.7x at stride 2, 1.3x at T = 300; 256 channels 1.5-2.7x. The rule:
+    min(C_in, C_out) >= 32 and (P / (K T_out)) T <= min(C_in, C_out) / 2."""
     if kernel == 1 or frames < 2:
         return False
     channels = min(channels_in, channels_out)
     points = frequency_matrices(frames, kernel, stride, torch.float64)[0].shape[0]
     saving = points / (kernel * output_frames(frames, kernel, stride))
-    return saving * 128 <= 0.25 * channels and frames <= 2 * channels
+    return channels >= 32 and saving * frames <= channels / 2
 
 
 def _check_inputs(
