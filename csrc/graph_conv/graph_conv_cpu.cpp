@@ -78,21 +78,42 @@ void check_cpu(const Tensor& x) {
 
 enum class Panel { kSum, kSpread };
 
-// The subsets' matrices (A_k, or A_k^T when `transpose`) packed for the AVX-512 kernel of `kind`
-// (cpu::subset_sum or cpu::subset_spread), or empty where the kernels do not apply (float64, K > 3,
-// V > 32, no AVX-512F, or one A per sample, which one panel cannot hold): sum_over_subsets and
-// spread_over_subsets then use GEMMs.
+// The subsets' matrices (A_k, or A_k^T when `transpose`) of one (K, V, V) adjacency at A, packed for
+// the AVX-512 kernel of `kind` (cpu::subset_sum or cpu::subset_spread), or empty where the kernels do
+// not apply (float64, K > 3, V > 32, no AVX-512F): sum_over_subsets and spread_over_subsets then use
+// GEMMs.
 template <typename scalar_t>
-std::vector<float> subset_panel(const Tensor& A, bool transpose, Panel kind) {
+std::vector<float> pack_panel(const scalar_t* A, int64_t K, int64_t V, bool transpose, Panel kind) {
   if constexpr (std::is_same_v<scalar_t, float>) {
-    if (A.dim() == 3 && cpu::subset_sum_kernel_applies(A.size(0), A.size(1))) {
-      const float* a = A.const_data_ptr<float>();
-      return kind == Panel::kSum ? cpu::pack_subset_panel(a, A.size(0), A.size(1), transpose)
-                                 : cpu::pack_spread_panel(a, A.size(0), A.size(1), transpose);
-    }
+    if (cpu::subset_sum_kernel_applies(K, V))
+      return kind == Panel::kSum ? cpu::pack_subset_panel(A, K, V, transpose) : cpu::pack_spread_panel(A, K, V, transpose);
   }
   return {};
 }
+
+// The panel of a batch-wide A (K, V, V), packed once per call; for one A per sample (N, K, V, V)
+// empty here, and the kernels pack each sample's own (SamplePanel).
+template <typename scalar_t>
+std::vector<float> subset_panel(const Tensor& A, bool transpose, Panel kind) {
+  if (A.dim() != 3) return {};
+  return pack_panel<scalar_t>(A.const_data_ptr<scalar_t>(), A.size(0), A.size(1), transpose, kind);
+}
+
+// Which panel a sample's products use: the batch's (`shared`), or with one A per sample, that
+// sample's, packed on the thread when `wanted` (~2K values against the tens of thousands of rows
+// each product streams: 5-10% off a 64-channel per-sample call, as with a shared A).
+template <typename scalar_t>
+struct SamplePanel {
+  const std::vector<float>& shared;
+  bool per_sample, wanted, transpose;
+  Panel kind;
+  std::vector<float> own;
+  const std::vector<float>& at(const scalar_t* A, int64_t K, int64_t V) {
+    if (!per_sample || !wanted) return shared;
+    own = pack_panel<scalar_t>(A, K, V, transpose, kind);
+    return own;
+  }
+};
 
 // out (R x V) = sum_k in_k @ B_k over the K subsets, in_k (R x V) at in + k*stride_in and B_k = A_k
 // (A_k^T when `transpose`): one AVX-512 pass with `panel` (subset_panel kSum), else K accumulating GEMMs.
@@ -158,6 +179,9 @@ void forward_kernel(const Problem& p, const scalar_t* x, const scalar_t* W, cons
   const int64_t C = p.C, T = p.T, V = p.V, K = p.K, O = p.O, TV = T * V, R = p.rows();
   const int64_t Cb = C + (colsum != nullptr ? 1 : 0);  // channels per subset block of the buffer
   for_each_chunk(p.N, [&](int64_t, int64_t begin, int64_t end) {
+    const bool per_sample = p.A_stride != 0;
+    SamplePanel<scalar_t> sum_panel{panel, per_sample, !p.agg, false, Panel::kSum, {}};
+    SamplePanel<scalar_t> spread_panel{spread, per_sample, p.agg, false, Panel::kSpread, {}};
     std::vector<scalar_t> buf(p.agg ? K * Cb * TV : K * R * V);
     for (int64_t k = 0; colsum != nullptr && k < K; ++k)
       for (int64_t t = 0; t < T; ++t) std::copy(colsum + k * V, colsum + (k + 1) * V, &buf[(k * Cb + C) * TV + t * V]);
@@ -166,11 +190,11 @@ void forward_kernel(const Problem& p, const scalar_t* x, const scalar_t* W, cons
       const scalar_t* A = A0 + n * p.A_stride;
       scalar_t* yn = y + n * O * TV;
       if (p.agg) {
-        spread_over_subsets(K, R, V, xn, A, false, spread, buf.data(), Cb * TV);
+        spread_over_subsets(K, R, V, xn, A, false, spread_panel.at(A, K, V), buf.data(), Cb * TV);
         gemm(false, false, O, TV, K * Cb, Wmix, K * Cb, buf.data(), TV, yn, TV, false);
       } else {
         gemm(false, false, K * O, TV, C, W, C, xn, TV, buf.data(), TV, false);
-        sum_over_subsets(K, R, V, buf.data(), R * V, A, false, panel, yn);
+        sum_over_subsets(K, R, V, buf.data(), R * V, A, false, sum_panel.at(A, K, V), yn);
       }
       if (bias_table != nullptr) {
         for (int64_t o = 0; o < O; ++o)
@@ -196,6 +220,10 @@ void backward_kernel(const Problem& p, const scalar_t* g, const scalar_t* x, con
     // dA: a per-chunk accumulator over the chunk's samples, or for a per-sample A each sample's own
     // gradient, overwritten by its first product
     const bool per_sample = p.A_stride != 0;
+    // the panels backward_kernel's caller packed for a shared A, the same ones per sample here
+    SamplePanel<scalar_t> sum_panel{panel, per_sample, p.agg && need_x, true, Panel::kSum, {}};
+    SamplePanel<scalar_t> spread_panel{spread, per_sample, p.agg ? need_w : need_x || need_w, !p.agg,
+                                       Panel::kSpread, {}};
     scalar_t* gsum = need_gsum ? gsum_acc + c * O * V : nullptr;
     for (int64_t n = begin; n < end; ++n) {
       const scalar_t* gn = g + n * O * TV;
@@ -204,18 +232,19 @@ void backward_kernel(const Problem& p, const scalar_t* g, const scalar_t* x, con
       scalar_t* dA = need_A ? (per_sample ? dA_acc + n * K * V * V : dA_acc + c * K * V * V) : nullptr;
       if (p.agg) {
         if (need_w) {
-          spread_over_subsets(K, R, V, xn, A, false, spread, buf.data(), R * V);
+          spread_over_subsets(K, R, V, xn, A, false, spread_panel.at(A, K, V), buf.data(), R * V);
           gemm(false, true, O, K * C, TV, gn, TV, buf.data(), TV, dW, K * C, true);  // dWp += g X^T
         }
         if (need_x || need_A) {
           gemm(true, false, K * C, TV, O, Wp, K * C, gn, TV, dbuf.data(), TV, false);  // dX = Wp^T g
-          if (need_x) sum_over_subsets(K, R, V, dbuf.data(), R * V, A, true, panel, dx + n * C * TV);  // dX_k A_k^T
+          if (need_x)  // dX_k A_k^T
+            sum_over_subsets(K, R, V, dbuf.data(), R * V, A, true, sum_panel.at(A, K, V), dx + n * C * TV);
           for (int64_t k = 0; need_A && k < K; ++k)
             gemm(true, false, V, V, R, xn, V, &dbuf[k * R * V], V, dA + k * V * V, V, !per_sample);
         }
       } else {
         if (need_x || need_w) {
-          spread_over_subsets(K, R, V, gn, A, true, spread, dbuf.data(), R * V);
+          spread_over_subsets(K, R, V, gn, A, true, spread_panel.at(A, K, V), dbuf.data(), R * V);
           if (need_w) gemm(false, true, K * O, C, TV, dbuf.data(), TV, xn, TV, dW, C, true);  // dW += P x^T
           if (need_x) gemm(true, false, C, TV, K * O, W, C, dbuf.data(), TV, dx + n * C * TV, TV, false);
         }
