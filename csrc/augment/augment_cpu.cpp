@@ -249,12 +249,18 @@ void augment_kernel(const Tensor& x, const int64_t* i0, const int64_t* i1, const
         philox::normal_fill(static_cast<uint64_t>(noise_seed + n), sample_size, noise.data());
         z = noise.data();
       }
+      // Without blur, the joint stream's axis mask and joint mask are applied as each row is made
+      // and the row goes straight to the output (the same operations in the same order as step 3)
+      const bool direct = !blur_on[n] && stream == kStreamJoint;
+      scalar_t* on = outp + n * sample_size;
       // 1. time (two taps), joint map, per-joint matrices, noise; row by row over (V, M)
       for (int64_t t = 0; t < T; ++t) {
         const int64_t a = i0[n * T + t], b = i1[n * T + t];
         const scalar_t wb = static_cast<scalar_t>(w[n * T + t]);
         const scalar_t wa = scalar_t(1) - wb;
-        for (int64_t d = 0; d < 3; ++d) {
+        // a whole frame of x as it is (one tap, no joint map): read in place, not copied into p
+        const bool in_place = x_rows && identity_source && wb == scalar_t(0);
+        for (int64_t d = 0; d < 3 && !in_place; ++d) {
           const scalar_t* pa = xn + d * sc + a * st;
           const scalar_t* pb = xn + d * sc + b * st;
           scalar_t* pd = p.data() + d * VM;
@@ -281,9 +287,12 @@ void augment_kernel(const Tensor& x, const int64_t* i0, const int64_t* i1, const
             }
           }
         }
-        const scalar_t *p0 = p.data(), *p1 = p0 + VM, *p2 = p1 + VM;
+        const scalar_t* frame = xn + a * st;
+        const scalar_t* p0 = in_place ? frame : p.data();
+        const scalar_t* p1 = in_place ? frame + sc : p0 + VM;
+        const scalar_t* p2 = in_place ? frame + 2 * sc : p1 + VM;
         for (int64_t c = 0; c < 3; ++c) {
-          scalar_t* dst = y.data() + layout.row(c, t);
+          scalar_t* dst = direct ? on + (c * T + t) * VM : y.data() + layout.row(c, t);
           if (one_matrix) {
             const scalar_t e0 = e_all[c * 3], e1 = e_all[c * 3 + 1], e2 = e_all[c * 3 + 2];
             for (int64_t j = 0; j < VM; ++j) dst[j] = e0 * p0[j] + e1 * p1[j] + e2 * p2[j];
@@ -295,8 +304,14 @@ void augment_kernel(const Tensor& x, const int64_t* i0, const int64_t* i1, const
             const float* zc = z + (c * T + t) * VM;
             for (int64_t j = 0; j < VM; ++j) dst[j] = dst[j] + std_n * static_cast<scalar_t>(zc[j]);
           }
+          if (direct) {
+            const scalar_t kc = static_cast<scalar_t>(keep[n * 3 + c]);
+            for (int64_t j = 0; j < VM; ++j) dst[j] = dst[j] * kc;
+            for (int64_t i = masked_at[t]; i < masked_at[t + 1]; ++i) dst[masked_cols[i]] = fill;
+          }
         }
       }
+      if (direct) continue;
       // 2. temporal blur, zero padded: blurred[t] = sum_k w_k y[t + k - R]
       const scalar_t* pre = y.data();
       if (blur_on[n]) {
@@ -316,7 +331,6 @@ void augment_kernel(const Tensor& x, const int64_t* i0, const int64_t* i1, const
         pre = blurred.data();
       }
       // 3. axis mask, stream, joint mask
-      scalar_t* on = outp + n * sample_size;
       for (int64_t c = 0; c < C; ++c) {
         const scalar_t kc = static_cast<scalar_t>(keep[n * 3 + c]);
         for (int64_t t = 0; t < T; ++t) {
