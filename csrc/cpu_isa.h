@@ -7,7 +7,7 @@
 #include <cstring>
 
 // Where GCC's per-function target attributes build the AVX2 and AVX-512 forms of a loop (GCC on
-// x86-64, unless -DSKELFAST_NO_AVX2): the augmentation blur and the time transform use it; elsewhere
+// x86-64, unless -DSKELFAST_NO_AVX2): the augmentation blur uses it; elsewhere
 // only the baseline form is compiled and cpu_isa_level() is 0.
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(SKELFAST_NO_AVX2)
 #define SKELFAST_GCC_X86_FORMS 1

@@ -2,7 +2,9 @@
 attention on, temporal attention off, attentiondrop 0.5).
 
 Module, parameter and buffer names follow the official code (``proj``, ``input_map``,
-``graph_layers.i.in_nets`` ...), so the official state_dict loads key for key.
+``graph_layers.i.in_nets`` ...), so the official state_dict loads key for key. The 1x1 convolutions run
+as batched GEMMs (``skelfast.nn.pointwise.pointwise_conv``) and the (7 x 1) ones in the frequency form
+(``TemporalConv2d``) where that is faster; the modules stay ``nn.Conv2d`` for the state_dict.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import torch
 from torch import nn
 
 from skelfast.nn._official import OfficialEncoder, init_normal_002
+from skelfast.nn.batch_norm import bn_act
 from skelfast.nn.dropout import Dropout
+from skelfast.nn.pointwise import pointwise_conv
 from skelfast.nn.temporal_conv import TemporalConv2d
 
 # (in_channels, out_channels, inter_channels, stride) of HiCLR's release config
@@ -45,6 +49,18 @@ def _conv_bn(cin: int, cout: int, kernel: tuple[int, int] = (1, 1), stride: int 
         return nn.Sequential(TemporalConv2d(cin, cout, kernel[0], stride), nn.BatchNorm2d(cout))
     pad = ((kernel[0] - 1) // 2, (kernel[1] - 1) // 2)
     return nn.Sequential(nn.Conv2d(cin, cout, kernel, (stride, 1), pad), nn.BatchNorm2d(cout))
+
+
+def _conv_then_bn(
+    conv_bn: nn.Sequential, x: torch.Tensor, residual: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``conv_bn(x) + residual`` for a ``_conv_bn`` pair: its 1x1 convolution as one batched GEMM
+    (``pointwise_conv``; oneDNN's NCHW 1x1 convolution ran these at a fraction of the sgemm rate and
+    they were 40% of a DSTA-Net step), the (7 x 1) one as its module, and the BatchNorm with the
+    residual added in one ``bn_act`` call (PyTorch's BatchNorm and add: four passes, this two)."""
+    conv, bn = conv_bn
+    y = pointwise_conv(x, conv.weight, conv.bias, conv.stride[0]) if conv.kernel_size == (1, 1) else conv(x)
+    return bn_act(bn, y, residual)
 
 
 class STAttentionBlock(nn.Module):
@@ -90,16 +106,16 @@ class STAttentionBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, t, v = x.shape
         s, ci = self.num_subset, self.inter_channels
-        q, k = torch.chunk(self.in_nets(self.pes(x)).view(n, 2 * s, ci, t, v), 2, dim=1)
+        qk = pointwise_conv(self.pes(x), self.in_nets.weight, self.in_nets.bias)
+        q, k = torch.chunk(qk.view(n, 2 * s, ci, t, v), 2, dim=1)
         att = self.atts + torch.tanh(torch.einsum("nsctu,nsctv->nsuv", q, k) / (ci * t)) * self.alphas
         att = att + self.attention0s
         y = torch.einsum("nctu,nsuv->nsctv", x, att).reshape(n, s * c, t, v)
-        y = self.out_nets(y)
-        y = self.relu((self.downs1(x) if self.has_down else x) + y)
-        y = self.ff_nets(y)
-        y = self.relu((self.downs2(x) if self.has_down else x) + y)
-        z = self.out_nett(y)
-        return self.relu(self.drop(self.downt2(y) if self.has_down else y) + z)
+        # relu(shortcut + BN(conv(.))) three times, each BN with its shortcut added in one call
+        y = self.relu(_conv_then_bn(self.out_nets, y, _conv_then_bn(self.downs1, x) if self.has_down else x))
+        y = self.relu(_conv_then_bn(self.ff_nets, y, _conv_then_bn(self.downs2, x) if self.has_down else x))
+        shortcut = self.drop(_conv_then_bn(self.downt2, y) if self.has_down else y)
+        return self.relu(_conv_then_bn(self.out_nett, y, shortcut))
 
 
 class DSTANet(OfficialEncoder):
@@ -163,7 +179,7 @@ class DSTANet(OfficialEncoder):
             )
         n, c, t, v, m = x.shape
         x = x.permute(0, 4, 1, 2, 3).reshape(n * m, c, t, v)
-        x = self.input_map(self.proj(x))
+        x = self.input_map(pointwise_conv(x, self.proj.weight, self.proj.bias))
         for layer in self.graph_layers:
             x = layer(x)
         return x.view(n, m, self.out_channels, -1).mean(dim=(1, 3))

@@ -74,3 +74,30 @@ def test_official_state_dict_layout():
     sd = {"encoder_q." + k: v + 1 for k, v in model.state_dict().items()}
     model.load_official_state_dict(sd, prefix="encoder_q.")
     assert torch.equal(model.graph_layers[4].alphas, sd["encoder_q.graph_layers.4.alphas"])
+
+
+def test_fused_form_equals_the_official_modules_float64(monkeypatch):
+    # The 1x1 convolutions run as batched GEMMs (pointwise_conv) and each BatchNorm with its shortcut
+    # as one bn_act; written the official way (F.conv2d, the nn.BatchNorm2d module, then the add),
+    # the output and every gradient agree to float64 rounding, in train mode (batch statistics).
+    torch.manual_seed(0)
+    model = DSTANet(attentiondrop=0.0).double().train()
+    x = torch.randn(3, 3, 11, 25, 2, dtype=torch.float64)
+    params = list(model.parameters())
+    y = model(x)
+    weights = torch.randn_like(y)
+    grads = torch.autograd.grad((y * weights).sum(), params)
+
+    def as_module_conv(x, weight, bias=None, stride=1):  # noqa: ANN001, ANN202
+        return torch.nn.functional.conv2d(x, weight.view(weight.shape[0], -1, 1, 1), bias, stride=(stride, 1))
+
+    def module_bn_then_add(bn, y, residual=None):  # noqa: ANN001, ANN202
+        return bn(y) if residual is None else residual + bn(y)
+
+    monkeypatch.setattr("skelfast.nn.dsta.pointwise_conv", as_module_conv)
+    monkeypatch.setattr("skelfast.nn.dsta.bn_act", module_bn_then_add)
+    y_official = model(x)
+    grads_official = torch.autograd.grad((y_official * weights).sum(), params)
+    torch.testing.assert_close(y, y_official, atol=1e-12, rtol=1e-10)
+    for (name, _), got, want in zip(model.named_parameters(), grads, grads_official, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-11, rtol=1e-9, msg=name)
