@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-import functools
 import os
 
+# The result of the one load attempt: a plain list, not functools.cache, since torch.compile traces
+# through calls made inside compiled code (the ops ask whether the kernel is built) and warns on
+# every lru_cache wrapper it meets.
+_LOADED: list[tuple[object | None, str | None]] = []
 
-@functools.cache
+
 def _load() -> tuple[object | None, str | None]:
+    if not _LOADED:
+        _LOADED.append(_load_once())
+    return _LOADED[0]
+
+
+def _load_once() -> tuple[object | None, str | None]:
     if os.environ.get("SKELFAST_SKIP_EXTENSION", "0") not in ("", "0"):
         return None, "SKELFAST_SKIP_EXTENSION is set"
     try:

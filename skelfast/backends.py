@@ -111,7 +111,21 @@ def constant_under_compile(fn: Callable) -> Callable:
 # Availability of each backend on this machine (cached: none of it changes inside a process).
 
 
-@functools.cache
+def _once(fn: Callable[[], str | None]) -> Callable[[], str | None]:
+    """``functools.cache`` for a function of no arguments, as a plain closure: the ops call these
+    checks inside compiled code, and Dynamo warns on every lru_cache wrapper it traces through."""
+    result: list[str | None] = []
+
+    @functools.wraps(fn)
+    def cached() -> str | None:
+        if not result:
+            result.append(fn())
+        return result[0]
+
+    return cached
+
+
+@_once
 def cpp_extension_error() -> str | None:
     """Why ``skelfast._C`` could not be loaded, or ``None`` if it is loaded."""
     from skelfast import _extension
@@ -142,7 +156,7 @@ def triton_interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
-@functools.cache
+@_once
 def triton_import_error() -> str | None:
     if importlib.util.find_spec("triton") is None:
         return "triton is not installed"

@@ -101,3 +101,14 @@ def test_import_does_not_load_dynamo():
     code = "import sys, skelfast; print('torch._dynamo' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_availability_checks_are_not_lru_cache_wrappers():
+    # The ops ask whether the extension is built inside compiled code; Dynamo warns on each
+    # functools.lru_cache wrapper it traces through (compiling an ST-GCN warned twice), so these
+    # memoise with plain closures.
+    from skelfast import _extension
+
+    for fn in (backends.cpp_extension_error, backends.triton_import_error, _extension._load):
+        assert not hasattr(fn, "cache_info"), fn.__name__
+    assert backends.cpp_extension_error() is backends.cpp_extension_error()  # memoised
