@@ -21,6 +21,16 @@ def assert_close(
     torch.testing.assert_close(actual, expected, atol=atol, rtol=rtol, msg=lambda m: f"{what}: {m}")
 
 
+def run_child(script: str, **env: str) -> subprocess.CompletedProcess:
+    """Run ``script`` in a child Python with these environment variables added (the C++ kernels
+    read SKELFAST_CPU_ISA and SKELFAST_CPU_BLAS once per process); asserts it exited cleanly."""
+    done = subprocess.run(
+        [sys.executable, "-c", script], env={**os.environ, **env}, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, f"{env}: {done.stderr[-3000:]}"
+    return done
+
+
 def run_per_isa(
     script: str, tmp_path: pathlib.Path, isas: tuple[str, ...] = ("baseline", "avx2", "avx512")
 ) -> dict:

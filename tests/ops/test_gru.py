@@ -4,10 +4,6 @@ compile, bad input."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 import torch.nn.utils.rnn as rnn_utils
@@ -16,7 +12,7 @@ from skelfast import backends, reference, use_backend
 from skelfast.nn.rnn import GRU
 from skelfast.ops import gru
 from skelfast.reference.gru import gru_layer_steps
-from tests.utils import assert_close
+from tests.utils import assert_close, run_child
 
 cpp_missing = backends.cpp_reason(torch.device("cpu"), torch.float32, (torch.float32,))
 requires_cpp = pytest.mark.skipif(cpp_missing is not None, reason=str(cpp_missing))
@@ -143,11 +139,7 @@ def test_baseline_and_avx2_gate_loops_agree():
         "g = torch.autograd.grad(out.sum(), x)[0]; gr = torch.autograd.grad(ref.sum(), x)[0]\n"
         "print(float((out - ref).abs().max()), float((g - gr).abs().max()))\n"
     )
-    env = {**os.environ, "SKELFAST_CPU_ISA": "baseline"}
-    result = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode == 0, result.stderr
+    result = run_child(script, SKELFAST_CPU_ISA="baseline")
     out_err, grad_err = map(float, result.stdout.split())
     assert out_err < 1e-5 and grad_err < 1e-4, (out_err, grad_err)
 

@@ -1,10 +1,6 @@
 """skelfast.ops.temporal_conv (the frequency form) against F.conv2d: forward, every gradient, the
 transform op's opcheck and adjoint, compile, the algorithm rule, the at::mm fallback, bad input."""
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -12,7 +8,7 @@ import torch.nn.functional as F
 from skelfast import backends, reference, use_backend
 from skelfast.ops import temporal_conv
 from skelfast.ops.temporal_conv import frequency_matrices, prefers_frequency
-from tests.utils import assert_close
+from tests.utils import assert_close, run_child
 
 cpp_missing = backends.cpp_reason(torch.device("cpu"), torch.float32, (torch.float32,))
 requires_cpp = pytest.mark.skipif(cpp_missing is not None, reason=str(cpp_missing))
@@ -148,11 +144,7 @@ def test_aten_gemm_fallback_matches(tmp_path):
         "    for got, want in zip(torch.autograd.grad(y, (x, w, b), g), torch.autograd.grad(y_ref, (x, w, b), g)):\n"
         "        torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-10)\n"
     )
-    env = {**os.environ, "SKELFAST_CPU_BLAS": "aten"}
-    done = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_child(script, SKELFAST_CPU_BLAS="aten")
 
 
 def test_reference_backend_and_empty_batch():
