@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from skelfast.methods.base import PretrainMethod
 
 METHODS = ("hico", "hiclr", "isc", "crrl")
-OPS = ("graph_conv", "augment", "info_nce")
+OPS = ("graph_conv", "augment", "info_nce", "temporal_conv")
 
 
 def op_range(name: str) -> contextlib.AbstractContextManager:
@@ -218,6 +218,8 @@ def _op_call(op: str, method: str, config: dict[str, Any], batch: int, device: s
         params = recipe.sample(valid, 25, g).to(device)
         x, valid = x.to(device), valid.to(device)
         return lambda: ops.augment(x, valid, params)
+    if op == "temporal_conv":
+        return _temporal_conv_calls(method, config, batch, device)
     if op != "info_nce":
         raise ValueError(f"profile: unknown --op {op!r}; choose one of {OPS}")
     k = int(model.get("queue_size", 16384))
@@ -252,6 +254,44 @@ def _op_call(op: str, method: str, config: dict[str, Any], batch: int, device: s
     return lambda: torch.autograd.grad(
         ops.info_nce(queries, positives, bank, tau, queue_ranges=ranges).losses.sum(), queries
     )
+
+
+def _temporal_conv_calls(
+    method: str, config: dict[str, Any], batch: int, device: str
+) -> Callable[[], object]:
+    """Forward+backward of each distinct (K x 1) temporal convolution of the method's encoders, at
+    the input one forward pass of the method on a synthetic batch hands it (recorded by hooks)."""
+    import torch
+
+    from skelfast.methods import build_method
+    from skelfast.nn import TemporalConv2d
+
+    built = build_method(method, config.get("model"))
+    built.set_stage(built.stages()[0])
+    convs = [m for m in built.modules() if isinstance(m, TemporalConv2d)]
+    if not convs:
+        raise ValueError(
+            f"profile --op temporal_conv: {method} has no (K x 1) temporal convolution; use --method hiclr or isc"
+        )
+    seen: dict[tuple, tuple[torch.nn.Module, torch.Tensor]] = {}
+
+    def record(conv: torch.nn.Module, args: tuple) -> None:
+        key = (tuple(args[0].shape), tuple(conv.weight.shape), conv.stride)
+        seen.setdefault(key, (conv, args[0].detach()))
+
+    hooks = [conv.register_forward_pre_hook(record) for conv in convs]
+    x, lengths = synthetic_batch(config, batch)
+    with torch.no_grad():
+        built(x, lengths, torch.Generator().manual_seed(0))
+    for hook in hooks:
+        hook.remove()
+    calls = [(conv.to(device), x.to(device).requires_grad_()) for conv, x in seen.values()]
+
+    def run() -> None:
+        for conv, inp in calls:
+            torch.autograd.grad(conv(inp).square().sum(), [inp, conv.weight])
+
+    return run
 
 
 # --- reading the profile ----------------------------------------------------------------------

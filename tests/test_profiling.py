@@ -82,6 +82,19 @@ def test_one_op_at_a_method_shapes(tmp_path):
     assert "skelfast.info_nce" in profiling.trace_range_names(str(trace))
 
 
+def test_temporal_conv_at_a_method_shapes(tmp_path):
+    trace = tmp_path / "tc.json"
+    tiny = ["model.hidden_channels=4", "model.hidden_dim=8", "model.feature_dim=8", "model.queue_size=32"]
+    argv = ["profile", "--method", "hiclr", "--op", "temporal_conv", "--batch-size", "2", "--steps", "1"]
+    argv += [arg for item in tiny for arg in ("--set", item)] + ["--warmup", "0", "--out", str(trace)]
+    assert cli.main(argv) == 0
+    assert "skelfast.temporal_conv" in profiling.trace_range_names(str(trace))
+    with pytest.raises(ValueError, match="no \\(K x 1\\) temporal convolution"):
+        cli.main(
+            ["profile", "--method", "crrl", "--op", "temporal_conv", "--batch-size", "2", "--out", str(trace)]
+        )
+
+
 def test_bad_requests_name_the_problem(tmp_path):
     out = str(tmp_path / "t.json")
     with pytest.raises(ValueError, match="no ST-GCN graph convolution"):
