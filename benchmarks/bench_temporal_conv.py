@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from benchmarks.common import run_cases, time_interleaved, write_results
 from skelfast.ops import temporal_conv
-from skelfast.ops.temporal_conv import frequency_matrices, output_frames, prefers_frequency
+from skelfast.ops.temporal_conv import frequency_points, output_frames, prefers_frequency
 
 CASES = {  # name: (N * M, channels, frames in, stride, kernel)
     # HiCLR's quarter-width ST-GCN (16 to 64 channels before its last unit)
@@ -73,7 +73,7 @@ def run_case(name: str, repeats: int = 3) -> dict[str, object]:
 
     # the columns in turns: this VM's speed drifts by tens of percent between minutes
     timings = time_interleaved({"frequency": frequency, "direct": direct}, repeats=repeats, warmup=1)
-    points = frequency_matrices(t, kernel, stride, torch.float32)[0].shape[0]
+    points = frequency_points(t, kernel)
     return {
         "case": name,
         "shape": f"{n}x{c}x{t}x25 s{stride}",

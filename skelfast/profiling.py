@@ -285,7 +285,7 @@ def _temporal_conv_calls(
         built(x, lengths, torch.Generator().manual_seed(0))
     for hook in hooks:
         hook.remove()
-    calls = [(conv.to(device), x.to(device).requires_grad_()) for conv, x in seen.values()]
+    calls = [(conv.to(device), inp.to(device).requires_grad_()) for conv, inp in seen.values()]
 
     def run() -> None:
         for conv, inp in calls:

@@ -29,7 +29,7 @@
 #include <vector>
 
 #include "aggregate_avx512.h"
-#include "blas_cpu.h"
+#include "../blas_cpu.h"
 #include "graph_conv.h"
 
 namespace skelfast {

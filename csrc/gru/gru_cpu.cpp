@@ -22,7 +22,7 @@
 #include <utility>
 #include <vector>
 
-#include "../graph_conv/blas_cpu.h"
+#include "../blas_cpu.h"
 #include "gru_gates.h"
 
 namespace skelfast {

@@ -26,7 +26,7 @@
 #include <cstring>
 #include <vector>
 
-#include "../graph_conv/blas_cpu.h"
+#include "../blas_cpu.h"
 
 namespace skelfast {
 namespace {

@@ -44,9 +44,8 @@ class STGCNBlock(nn.Module):
         self.tcn = nn.Sequential(
             nn.BatchNorm2d(out_channels),
             nn.ReLU(),
-            TemporalConv2d(
-                out_channels, out_channels, TEMPORAL_KERNEL, stride
-            ),  # nn.Conv2d((9, 1), (s, 1), (4, 0))
+            # nn.Conv2d((9, 1), (s, 1), (4, 0)), in the frequency form where that is faster
+            TemporalConv2d(out_channels, out_channels, TEMPORAL_KERNEL, stride),
             nn.BatchNorm2d(out_channels),
             Dropout(dropout),  # nn.Dropout's distribution, ~5x cheaper mask (skelfast.nn.dropout)
         )
@@ -61,7 +60,7 @@ class STGCNBlock(nn.Module):
         # The official chain, with each BatchNorm and the elementwise ops after it fused (bn_act):
         # BN -> ReLU, conv, then BN -> Dropout -> + residual -> ReLU.
         bn_in, _, conv, bn_out, drop = self.tcn
-        y = conv(bn_act(bn_in, self.gcn(x, A)[0], relu=True))  # frequency form where faster (TemporalConv2d)
+        y = conv(bn_act(bn_in, self.gcn(x, A)[0], relu=True))
         residual = None
         if self.residual_kind == "identity":
             residual = x

@@ -47,6 +47,14 @@ def output_frames(frames: int, kernel: int, stride: int) -> int:
     return (frames + 2 * pad - kernel) // stride + 1
 
 
+def frequency_points(frames: int, kernel: int) -> int:
+    """P, the rows of A: one per real bin (f = 0, and n / 2 for even n) and three per complex bin of
+    the length-n DFT, n = T + (K - 1) / 2, bins f = 0 .. n // 2."""
+    n = frames + (kernel - 1) // 2
+    real = 2 if n % 2 == 0 and n > 0 else 1
+    return real + 3 * (n // 2 + 1 - real)
+
+
 # (frames, kernel, stride, dtype) -> matrices: a plain dict, which torch.compile reads as constants
 # (it warns on, and traces through, an lru_cache)
 _MATRICES: dict[tuple[int, int, int, torch.dtype], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
@@ -118,8 +126,7 @@ def prefers_frequency(channels_in: int, channels_out: int, frames: int, kernel: 
     if kernel == 1 or frames < 2:
         return False
     channels = min(channels_in, channels_out)
-    points = frequency_matrices(frames, kernel, stride, torch.float64)[0].shape[0]
-    saving = points / (kernel * output_frames(frames, kernel, stride))
+    saving = frequency_points(frames, kernel) / (kernel * output_frames(frames, kernel, stride))
     return channels >= 32 and saving * frames <= channels / 2
 
 

@@ -1,5 +1,5 @@
 #pragma once
-// Row-major GEMM on raw pointers for the CPU kernels.
+// Row-major GEMM on raw pointers for the CPU kernels (graph convolution, GRU, time transform).
 //
 // The graph convolution issues about a dozen small GEMMs per sample; through ATen each costs
 // several microseconds of dispatch and view bookkeeping, which at HiCLR's 16-channel widths is as
