@@ -237,9 +237,10 @@ void forward_kernel(const Packing& pk, int64_t I, int64_t H, const scalar_t* x, 
   const scalar_t* bias_hh = b_hh != nullptr ? b_hh : zero_bias.data();
   to_sorted(pk, pk.B, H, h0, h.data());
   const auto row = Rows<scalar_t>::forward;
+  cpu::PackedOperand<scalar_t> w_hh_t(true, G, H, w_hh, H);  // W_hh^T, packed once for every step
   for (int64_t s = 0; s < pk.steps; ++s) {
     const int64_t bs = pk.batch_sizes[s];
-    gemm(false, true, bs, G, H, h.data(), H, w_hh, H, gh.data(), G, false);  // gh = h W_hh^T
+    w_hh_t.multiply(bs, h.data(), H, gh.data(), G, false);  // gh = h W_hh^T
     for_rows(bs, H, [&](int64_t j) {
       const int64_t b = pk.order[j], t = pk.frame(b, s);
       row(H, &gi[(pk.offset[s] + j) * G], &gh[j * G], bias_hh, &h[j * H], out + (b * pk.T + t) * H,
@@ -258,6 +259,7 @@ void backward_kernel(const Packing& pk, int64_t I, int64_t H, const scalar_t* gr
   Buffer<scalar_t> d_gi(pk.P * G), d_gh(pk.P * G), dh(pk.B * H);
   to_sorted(pk, pk.B, H, grad_hn, dh.data());
   const auto row = Rows<scalar_t>::backward;
+  cpu::PackedOperand<scalar_t> w_hh_packed(false, H, G, w_hh, H);
   for (int64_t s = pk.steps - 1; s >= 0; --s) {
     const int64_t bs = pk.batch_sizes[s];
     scalar_t* d_gh_step = &d_gh[pk.offset[s] * G];
@@ -268,7 +270,7 @@ void backward_kernel(const Packing& pk, int64_t I, int64_t H, const scalar_t* gr
       row(H, &dh[j * H], grad_out + (b * pk.T + t) * H, saved + (b * pk.T + t) * 4 * H, h_prev,
           &d_gi[(pk.offset[s] + j) * G], d_gh_step + j * G);
     });
-    gemm(false, false, bs, H, G, d_gh_step, G, w_hh, H, dh.data(), H, true);  // dh += d(gh) W_hh
+    w_hh_packed.multiply(bs, d_gh_step, G, dh.data(), H, true);  // dh += d(gh) W_hh
   }
   if (need[1]) from_sorted(pk, H, dh.data(), dh0);
   if (need[0]) {  // dx = d(gi) W_ih, scattered back to the padded frames (the rest stay zero)

@@ -124,9 +124,16 @@ def test_stack_matches_nn_gru(dtype, layers, bidirectional, with_lengths):
 
 
 @requires_cpp
-def test_baseline_and_avx2_gate_loops_agree():
-    """The float32 gate loops are built twice (baseline and AVX2 + FMA, chosen at run time); run the
-    baseline one in a child process and hold it to the same reference as this process's."""
+@pytest.mark.parametrize(
+    "env",
+    [{"SKELFAST_CPU_ISA": "baseline"}, {"SKELFAST_CPU_BLAS": "aten"}],
+    ids=["baseline-gates", "aten-gemm"],
+)
+def test_other_cpu_forms_agree(env):
+    """The float32 gate loops are built twice (baseline and AVX2 + FMA, chosen at run time), and the
+    recurrent GEMMs run on MKL's packed weights where torch links MKL, else as at::mm: run the
+    baseline loops, and the at::mm GEMMs (ragged lengths: the packed form repacks as samples end), in
+    a child process and hold them to the same reference as this process's."""
     script = (
         "import torch, skelfast.ops\n"
         "from skelfast.reference.gru import gru_layer_steps as steps\n"
@@ -139,7 +146,7 @@ def test_baseline_and_avx2_gate_loops_agree():
         "g = torch.autograd.grad(out.sum(), x)[0]; gr = torch.autograd.grad(ref.sum(), x)[0]\n"
         "print(float((out - ref).abs().max()), float((g - gr).abs().max()))\n"
     )
-    result = run_child(script, SKELFAST_CPU_ISA="baseline")
+    result = run_child(script, **env)
     out_err, grad_err = map(float, result.stdout.split())
     assert out_err < 1e-5 and grad_err < 1e-4, (out_err, grad_err)
 
