@@ -92,6 +92,25 @@ def test_layer_gradcheck(reverse):
     assert torch.autograd.gradcheck(fn, (x, h0, w_ih, w_hh, b_ih, b_hh))
 
 
+@requires_cpp
+@pytest.mark.parametrize("used", ["output", "h_n"])
+def test_layer_gradient_through_one_output(used):
+    """A loss that reads only the output or only h_n leaves the other output's gradient None (the
+    autograd formula does not materialise zeros for it): the gradients still equal the step loop's."""
+    x, h0, w_ih, w_hh, b_ih, b_hh = layer_inputs(3, 6, 4, 5, torch.float64)
+    lengths = torch.tensor([6, 2, 5])
+    wrt = (x, h0, w_ih, w_hh, b_ih, b_hh)
+    out, h_n, _ = torch.ops.skelfast.gru_layer(x, lengths, h0, w_ih, w_hh, b_ih, b_hh, False, True)
+    want_out, want_h = gru_layer_steps(x, lengths, h0, w_ih, w_hh, b_ih, b_hh, False)
+    got = torch.autograd.grad((out if used == "output" else h_n).square().sum(), wrt)
+    want = torch.autograd.grad(
+        (want_out if used == "output" else want_h).square().sum(), wrt, allow_unused=True
+    )
+    atol, rtol = GRAD_TOL[torch.float64]
+    for name, a, b in zip(("x", "h0", "w_ih", "w_hh", "b_ih", "b_hh"), got, want, strict=True):
+        assert_close(a, torch.zeros_like(a) if b is None else b, atol, rtol, f"grad {name}")
+
+
 def stack_inputs(batch, frames, in_size, hidden, layers, bidirectional, dtype=torch.float32, seed=0):
     torch.manual_seed(seed)
     module = torch.nn.GRU(in_size, hidden, layers, batch_first=True, bidirectional=bidirectional).to(dtype)
