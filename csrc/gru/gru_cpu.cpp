@@ -210,13 +210,33 @@ void from_sorted(const Packing& pk, int64_t D, const scalar_t* src, scalar_t* ds
   for (int64_t j = 0; j < pk.B; ++j) std::copy_n(src + j * D, D, dst + pk.order[j] * D);
 }
 
-// Column sums of a (rows, cols) buffer into out (cols,), through ATen's vectorised reduction.
+// Per-thread column sums of the gate-gradient rows, added while each row is still in cache (a sum
+// over the (P, 3H) buffers afterwards read 2 x 50 MB again per ISC cell: 34 ms of its GRU's 3.8 s).
+// Each thread owns one slot; at::parallel_for splits a step's rows the same way for the same thread
+// count, so the sums are deterministic.
 template <typename scalar_t>
-void column_sum(const Buffer<scalar_t>& buf, int64_t rows, int64_t cols, scalar_t* out) {
-  const auto opts = at::TensorOptions().dtype(c10::CppTypeToScalarType<scalar_t>::value);
-  at::Tensor dst = at::from_blob(out, {cols}, opts);
-  at::sum_out(dst, at::from_blob(const_cast<scalar_t*>(buf.data()), {rows, cols}, opts), {0});
-}
+struct BiasGradients {
+  int64_t G;
+  std::vector<scalar_t> slots;  // per thread: d(b_ih) (G) then d(b_hh) (G)
+
+  BiasGradients(bool wanted, int64_t G_) : G(G_), slots(wanted ? at::get_num_threads() * 2 * G_ : 0, scalar_t(0)) {}
+
+  void add(const scalar_t* d_gi_row, const scalar_t* d_gh_row) {
+    if (slots.empty()) return;
+    scalar_t* slot = slots.data() + at::get_thread_num() * 2 * G;
+    for (int64_t i = 0; i < G; ++i) slot[i] += d_gi_row[i];
+    for (int64_t i = 0; i < G; ++i) slot[G + i] += d_gh_row[i];
+  }
+
+  void write(scalar_t* db_ih, scalar_t* db_hh) const {
+    std::fill_n(db_ih, G, scalar_t(0));
+    std::fill_n(db_hh, G, scalar_t(0));
+    for (size_t at = 0; at < slots.size(); at += 2 * G) {
+      for (int64_t i = 0; i < G; ++i) db_ih[i] += slots[at + i];
+      for (int64_t i = 0; i < G; ++i) db_hh[i] += slots[at + G + i];
+    }
+  }
+};
 
 template <typename scalar_t>
 void forward_kernel(const Packing& pk, int64_t I, int64_t H, const scalar_t* x, const scalar_t* h0,
@@ -260,6 +280,7 @@ void backward_kernel(const Packing& pk, int64_t I, int64_t H, const scalar_t* gr
   to_sorted(pk, pk.B, H, grad_hn, dh.data());
   const auto row = Rows<scalar_t>::backward;
   cpu::PackedOperand<scalar_t> w_hh_packed(false, H, G, w_hh, H);
+  BiasGradients<scalar_t> bias_grads(need[3], G);
   for (int64_t s = pk.steps - 1; s >= 0; --s) {
     const int64_t bs = pk.batch_sizes[s];
     scalar_t* d_gh_step = &d_gh[pk.offset[s] * G];
@@ -269,6 +290,7 @@ void backward_kernel(const Packing& pk, int64_t I, int64_t H, const scalar_t* gr
       const scalar_t* h_prev = s == 0 ? h0 + b * H : out + (b * pk.T + (pk.reverse ? t + 1 : t - 1)) * H;
       row(H, &dh[j * H], grad_out + (b * pk.T + t) * H, saved + (b * pk.T + t) * 4 * H, h_prev,
           &d_gi[(pk.offset[s] + j) * G], d_gh_step + j * G);
+      bias_grads.add(&d_gi[(pk.offset[s] + j) * G], d_gh_step + j * G);
     });
     w_hh_packed.multiply(bs, d_gh_step, G, dh.data(), H, true);  // dh += d(gh) W_hh
   }
@@ -290,10 +312,7 @@ void backward_kernel(const Packing& pk, int64_t I, int64_t H, const scalar_t* gr
     gemm(true, false, G, I, pk.P, d_gi.data(), G, x_packed.data(), I, dw_ih, I, false);    // d(gi)^T x
     gemm(true, false, G, H, pk.P, d_gh.data(), G, h_prev.data(), H, dw_hh, H, false);      // d(gh)^T h_prev
   }
-  if (need[3]) {
-    column_sum(d_gi, pk.P, G, db_ih);
-    column_sum(d_gh, pk.P, G, db_hh);
-  }
+  if (need[3]) bias_grads.write(db_ih, db_hh);
 }
 
 std::tuple<Tensor, Tensor, Tensor> gru_layer_cpu(const Tensor& x_in, const Tensor& lengths, const Tensor& h0_in,
