@@ -19,7 +19,9 @@ from skelfast.nn._official import OfficialEncoder, init_normal_002
 from skelfast.nn.batch_norm import bn_act
 from skelfast.nn.dropout import Dropout
 from skelfast.nn.pointwise import pointwise_conv
+from skelfast.nn.subset_scores import SubsetScores
 from skelfast.nn.temporal_conv import TemporalConv2d
+from skelfast.ops import graph_conv
 
 # (in_channels, out_channels, inter_channels, stride) of HiCLR's release config
 HICLR_CONFIG = (
@@ -106,13 +108,23 @@ class STAttentionBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, t, v = x.shape
         s, ci = self.num_subset, self.inter_channels
-        qk = pointwise_conv(self.pes(x), self.in_nets.weight, self.in_nets.bias)
-        q, k = torch.chunk(qk.view(n, 2 * s, ci, t, v), 2, dim=1)
-        att = self.atts + torch.tanh(torch.einsum("nsctu,nsctv->nsuv", q, k) / (ci * t)) * self.alphas
+        # q and k of all subsets in one 1x1 convolution whose output channels are reordered so that each
+        # subset's pair sits side by side (q_0, k_0, q_1, ...; officially q_0 ... q_S-1, k_0 ...):
+        # SubsetScores then reads the pairs in place (the official split and einsum copied both, and
+        # the split's backward concatenated their gradients)
+        qk_weight = self.in_nets.weight.view(2, s, ci, c).transpose(0, 1).reshape(2 * s * ci, c)
+        qk_bias = self.in_nets.bias.view(2, s, ci).transpose(0, 1).reshape(2 * s * ci)
+        pairs = pointwise_conv(self.pes(x), qk_weight, qk_bias).view(n * s, 2, ci * t, v)
+        scores = SubsetScores.apply(pairs).view(n, s, v, v)  # sum_{c,t} q k, "nsctu,nsctv->nsuv"
+        att = self.atts + torch.tanh(scores / (ci * t)) * self.alphas
         att = att + self.attention0s
-        y = torch.einsum("nctu,nsuv->nsctv", x, att).reshape(n, s * c, t, v)
-        # relu(shortcut + BN(conv(.))) three times, each BN with its shortcut added in one call
-        y = self.relu(_conv_then_bn(self.out_nets, y, _conv_then_bn(self.downs1, x) if self.has_down else x))
+        # out_nets(x att) = sum_s W_s (x @ att_s) + b: graph_conv with one adjacency per sample (no
+        # (N, S*C, T, V) tensor from the einsum); out_nets' input channels are ordered (s, c)
+        conv, bn = self.out_nets
+        out_weight = conv.weight.view(-1, s, c).transpose(0, 1).reshape(-1, c)  # (S*C_out, C_in), rows (s, o)
+        y = graph_conv(x, out_weight, None, att).add_(conv.bias.view(1, -1, 1, 1))
+        y = self.relu(bn_act(bn, y, _conv_then_bn(self.downs1, x) if self.has_down else x))
+        # relu(shortcut + BN(conv(.))) twice more, each BN with its shortcut added in one call
         y = self.relu(_conv_then_bn(self.ff_nets, y, _conv_then_bn(self.downs2, x) if self.has_down else x))
         shortcut = self.drop(_conv_then_bn(self.downt2, y) if self.has_down else y)
         return self.relu(_conv_then_bn(self.out_nett, y, shortcut))

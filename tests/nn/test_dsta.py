@@ -76,10 +76,26 @@ def test_official_state_dict_layout():
     assert torch.equal(model.graph_layers[4].alphas, sd["encoder_q.graph_layers.4.alphas"])
 
 
+def official_block_forward(self, x):  # noqa: ANN001, ANN201
+    """STAttentionBlock.forward written as the official code runs it (spec/hico_hiclr.md §2.4): the q/k
+    split and the two einsums, the (N, S*C, T, V) tensor, and every conv + BN as its modules."""
+    n, c, t, v = x.shape
+    s, ci = self.num_subset, self.inter_channels
+    q, k = torch.chunk(self.in_nets(self.pes(x)).view(n, 2 * s, ci, t, v), 2, dim=1)
+    att = self.atts + torch.tanh(torch.einsum("nsctu,nsctv->nsuv", q, k) / (ci * t)) * self.alphas
+    att = att + self.attention0s.repeat(n, 1, 1, 1)
+    y = torch.einsum("nctu,nsuv->nsctv", x, att).contiguous().view(n, s * c, t, v)
+    y = self.relu((self.downs1(x) if self.has_down else x) + self.out_nets(y))
+    y = self.relu((self.downs2(x) if self.has_down else x) + self.ff_nets(y))
+    return self.relu(self.drop(self.downt2(y) if self.has_down else y) + self.out_nett(y))
+
+
 def test_fused_form_equals_the_official_modules_float64(monkeypatch):
-    # The 1x1 convolutions run as batched GEMMs (pointwise_conv) and each BatchNorm with its shortcut
-    # as one bn_act; written the official way (F.conv2d, the nn.BatchNorm2d module, then the add),
-    # the output and every gradient agree to float64 rounding, in train mode (batch statistics).
+    # The attention runs as SubsetScores on reordered q/k pairs and graph_conv with one adjacency per
+    # sample, the 1x1 convolutions as batched GEMMs (pointwise_conv) and each BatchNorm with its
+    # shortcut as one bn_act; written the official way (the block above, F.conv2d, the nn.BatchNorm2d
+    # module, then the add), the output and every gradient agree to float64 rounding, in train mode
+    # (batch statistics), through blocks with and without the down-sampling branches.
     torch.manual_seed(0)
     model = DSTANet(attentiondrop=0.0).double().train()
     x = torch.randn(3, 3, 11, 25, 2, dtype=torch.float64)
@@ -96,6 +112,7 @@ def test_fused_form_equals_the_official_modules_float64(monkeypatch):
 
     monkeypatch.setattr("skelfast.nn.dsta.pointwise_conv", as_module_conv)
     monkeypatch.setattr("skelfast.nn.dsta.bn_act", module_bn_then_add)
+    monkeypatch.setattr("skelfast.nn.dsta.STAttentionBlock.forward", official_block_forward)
     y_official = model(x)
     grads_official = torch.autograd.grad((y_official * weights).sum(), params)
     torch.testing.assert_close(y, y_official, atol=1e-12, rtol=1e-10)
