@@ -1,5 +1,6 @@
 #pragma once
-// Row-major GEMM on raw pointers for the CPU kernels (graph convolution, GRU, time transform).
+// Row-major GEMM on raw pointers for the CPU kernels (graph convolution, GRU, time transform), and
+// a GEMM whose one operand is packed once and reused (the GRU's recurrent weight).
 //
 // The graph convolution issues about a dozen small GEMMs per sample; through ATen each costs
 // several microseconds of dispatch and view bookkeeping, which at HiCLR's 16-channel widths is as
@@ -94,9 +95,10 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const sca
 // One operand, op(B) (K x N), multiplied by many different A (M x K) in turn: a recurrent weight
 // applied at every step, for instance. sgemm repacks B into its blocked layout on every call, which
 // for a (64 x 1024) @ (1024 x 3072) step is a third of the call; MKL's pack/compute API packs it once
-// (1.3-1.8x per call at M = 32-128 on AVX-512). The packed layout depends on M, so B is repacked
-// when M changes (ragged sequences shrink M as samples end). Without MKL, or with
-// SKELFAST_CPU_BLAS=aten, multiply() is gemm().
+// (1.3-1.8x per call at M = 32-128 on AVX-512). MKL's pack call takes M and documents the packed
+// buffer for that M, so B is repacked when M changes (ragged sequences shrink M as samples end; the
+// MKL in torch's wheel gave the same results without repacking, which this does not rely on).
+// Without MKL, or with SKELFAST_CPU_BLAS=aten, multiply() is gemm().
 template <typename scalar_t>
 class PackedOperand {
  public:
@@ -124,6 +126,7 @@ class PackedOperand {
   }
 
  private:
+  // CblasRowMajor, CblasNoTrans, CblasTrans, CblasPacked and CblasBMatrix of mkl_cblas.h
   static constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112, kPacked = 151, kBMatrix = 162;
 
   static bool available() {

@@ -4,8 +4,8 @@
 // one after frame len_b - 1 (or 0)).
 //
 // Samples are sorted by length, longest first, so the samples still running at step s are the first
-// batch_sizes[s] rows of a (B, H) state: each step is one GEMM over those rows (h W_hh^T) and one
-// vectorised pass over their gates (gru_gates_*.cpp). Everything that does not recur is batched over
+// batch_sizes[s] rows of a (B, H) state: each step is one GEMM over those rows (h W_hh^T, W_hh packed
+// once per call: cpu::PackedOperand) and one vectorised pass over their gates (gru_gates_*.cpp). Everything that does not recur is batched over
 // all P = sum(len) packed rows: the input projection x W_ih^T forward; d(gi) W_ih, d(gi)^T x and
 // d(gh)^T h_prev backward (three GEMMs instead of one per step). PyTorch's CPU GRU instead runs each
 // step as a dozen ATen ops and its backward through autograd, one weight-gradient GEMM per step.
@@ -231,9 +231,9 @@ struct BiasGradients {
   void write(scalar_t* db_ih, scalar_t* db_hh) const {
     std::fill_n(db_ih, G, scalar_t(0));
     std::fill_n(db_hh, G, scalar_t(0));
-    for (size_t at = 0; at < slots.size(); at += 2 * G) {
-      for (int64_t i = 0; i < G; ++i) db_ih[i] += slots[at + i];
-      for (int64_t i = 0; i < G; ++i) db_hh[i] += slots[at + G + i];
+    for (size_t base = 0; base < slots.size(); base += 2 * G) {
+      for (int64_t i = 0; i < G; ++i) db_ih[i] += slots[base + i];
+      for (int64_t i = 0; i < G; ++i) db_hh[i] += slots[base + G + i];
     }
   }
 };

@@ -4,7 +4,9 @@ attention on, temporal attention off, attentiondrop 0.5).
 Module, parameter and buffer names follow the official code (``proj``, ``input_map``,
 ``graph_layers.i.in_nets`` ...), so the official state_dict loads key for key. The 1x1 convolutions run
 as batched GEMMs (``skelfast.nn.pointwise.pointwise_conv``) and the (7 x 1) ones in the frequency form
-(``TemporalConv2d``) where that is faster; the modules stay ``nn.Conv2d`` for the state_dict.
+(``TemporalConv2d``) where that is faster; the modules stay ``nn.Conv2d`` for the state_dict. The
+spatial attention runs as 2s-AGCN's does here: its scores as ``SubsetScores`` on each subset's q/k pair
+side by side, and ``out_nets(x att)`` as ``graph_conv`` with one adjacency per sample.
 """
 
 from __future__ import annotations
