@@ -128,6 +128,8 @@ class STAttentionBlock(nn.Module):
         y = self.relu(bn_act(bn, y, _conv_then_bn(self.downs1, x) if self.has_down else x))
         # relu(shortcut + BN(conv(.))) twice more, each BN with its shortcut added in one call
         y = self.relu(_conv_then_bn(self.ff_nets, y, _conv_then_bn(self.downs2, x) if self.has_down else x))
+        # attention dropout on the temporal shortcut, as HiCLR's net/dsta.py has it (its dropout of the
+        # spatial attention matrix, which DSTA-Net's own code applies, is commented out there)
         shortcut = self.drop(_conv_then_bn(self.downt2, y) if self.has_down else y)
         return self.relu(_conv_then_bn(self.out_nett, y, shortcut))
 
