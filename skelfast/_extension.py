@@ -2,21 +2,32 @@
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Callable
+from typing import TypeVar
 
-# The result of the one load attempt: a plain list, not functools.cache, since torch.compile traces
-# through calls made inside compiled code (the ops ask whether the kernel is built) and warns on
-# every lru_cache wrapper it meets.
-_LOADED: list[tuple[object | None, str | None]] = []
+T = TypeVar("T")
 
 
+def once(fn: Callable[[], T]) -> Callable[[], T]:
+    """``functools.cache`` for a function of no arguments, as a plain closure: the ops ask whether a
+    kernel is available inside compiled code, and Dynamo warns on every lru_cache wrapper it traces
+    through. Here, the first module skelfast imports, so that ``backends`` shares it."""
+    result: list[T] = []
+
+    @functools.wraps(fn)
+    def cached() -> T:
+        if not result:
+            result.append(fn())
+        return result[0]
+
+    return cached
+
+
+@once
 def _load() -> tuple[object | None, str | None]:
-    if not _LOADED:
-        _LOADED.append(_load_once())
-    return _LOADED[0]
-
-
-def _load_once() -> tuple[object | None, str | None]:
+    """The one attempt to load ``skelfast._C``: (module, None) or (None, why not)."""
     if os.environ.get("SKELFAST_SKIP_EXTENSION", "0") not in ("", "0"):
         return None, "SKELFAST_SKIP_EXTENSION is set"
     try:

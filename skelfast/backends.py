@@ -21,12 +21,13 @@ comma-separated list of ``op=name`` pairs, e.g. ``graph_conv=cpp,info_nce=refere
 from __future__ import annotations
 
 import contextlib
-import functools
 import importlib.util
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import torch
+
+from skelfast._extension import once
 
 BACKENDS = ("reference", "torch", "cpp", "triton")
 
@@ -111,21 +112,7 @@ def constant_under_compile(fn: Callable) -> Callable:
 # Availability of each backend on this machine (cached: none of it changes inside a process).
 
 
-def _once(fn: Callable[[], str | None]) -> Callable[[], str | None]:
-    """``functools.cache`` for a function of no arguments, as a plain closure: the ops call these
-    checks inside compiled code, and Dynamo warns on every lru_cache wrapper it traces through."""
-    result: list[str | None] = []
-
-    @functools.wraps(fn)
-    def cached() -> str | None:
-        if not result:
-            result.append(fn())
-        return result[0]
-
-    return cached
-
-
-@_once
+@once
 def cpp_extension_error() -> str | None:
     """Why ``skelfast._C`` could not be loaded, or ``None`` if it is loaded."""
     from skelfast import _extension
@@ -156,7 +143,7 @@ def triton_interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
-@_once
+@once
 def triton_import_error() -> str | None:
     if importlib.util.find_spec("triton") is None:
         return "triton is not installed"

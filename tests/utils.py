@@ -21,11 +21,16 @@ def assert_close(
     torch.testing.assert_close(actual, expected, atol=atol, rtol=rtol, msg=lambda m: f"{what}: {m}")
 
 
-def run_child(script: str, **env: str) -> subprocess.CompletedProcess:
-    """Run ``script`` in a child Python with these environment variables added (the C++ kernels
-    read SKELFAST_CPU_ISA and SKELFAST_CPU_BLAS once per process); asserts it exited cleanly."""
+def run_child(script: str, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """Run ``script`` (with ``args`` as sys.argv[1:]) in a child Python with these environment
+    variables added (the C++ kernels read SKELFAST_CPU_ISA and SKELFAST_CPU_BLAS once per process);
+    asserts it exited cleanly."""
     done = subprocess.run(
-        [sys.executable, "-c", script], env={**os.environ, **env}, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", script, *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, f"{env}: {done.stderr[-3000:]}"
     return done
@@ -40,10 +45,6 @@ def run_per_isa(
     results = {}
     for isa in isas:
         path = tmp_path / f"{isa}.pt"
-        env = {**os.environ, "SKELFAST_CPU_ISA": isa}
-        done = subprocess.run(
-            [sys.executable, "-c", script, str(path)], env=env, capture_output=True, text=True, timeout=120
-        )
-        assert done.returncode == 0, f"SKELFAST_CPU_ISA={isa}: {done.stderr}"
+        run_child(script, str(path), SKELFAST_CPU_ISA=isa)
         results[isa] = torch.load(path)
     return results

@@ -125,7 +125,7 @@ def test_compiles_fullgraph():
 
 
 @requires_cpp
-def test_aten_gemm_fallback_matches(tmp_path):
+def test_aten_gemm_fallback_matches():
     # Where torch's BLAS exports no sgemm_/dgemm_ the transform's GEMMs run as at::mm on the same
     # memory (SKELFAST_CPU_BLAS=aten, read once per process: a child process); float64 against the
     # direct convolution, as in the main test.
