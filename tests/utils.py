@@ -48,3 +48,29 @@ def run_per_isa(
         run_child(script, str(path), SKELFAST_CPU_ISA=isa)
         results[isa] = torch.load(path)
     return results
+
+
+def assert_gradients_reach_every_parameter(
+    model: torch.nn.Module, official: torch.nn.Module, x: torch.Tensor
+) -> None:
+    """Train mode, float64: every parameter gets a nonzero gradient except the biases whose gradient
+    is zero in exact arithmetic, where the official form's gradient is rounding (under 1e-9 of its
+    largest; the others are >= 1e-6 of it at these sizes): there it must be rounding too. Among them,
+    the biases of the convolutions a BatchNorm with batch statistics follows (it cancels them) get
+    exact zeros; at least one must. (The AGCN's theta biases are the other kind: the softmax over the
+    first joint cancels them, rounding in both forms.) ``official`` takes ``model``'s state_dict."""
+    model, official = model.double().train(), official.double().train()
+    official.load_state_dict(model.state_dict())
+    for m in (model, official):
+        m(x.double()).square().sum().backward()
+    official_grads = {name: p.grad for name, p in official.named_parameters()}
+    largest = max(g.abs().max() for g in official_grads.values())
+    exact_zeros = []
+    for name, p in model.named_parameters():
+        if official_grads[name].abs().max() < 1e-9 * largest:
+            assert name.endswith("bias") and p.grad.abs().max() < 1e-9 * largest, name
+            if torch.equal(p.grad, torch.zeros_like(p)):
+                exact_zeros.append(name)
+        else:
+            assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert exact_zeros, "no bias is cancelled by a BatchNorm: the test no longer tells the kinds apart"

@@ -9,7 +9,8 @@ GEMM, ``pointwise_conv``: several times faster than oneDNN's NCHW convolution at
 the aggregation with the three conv_d is ``skelfast.ops.graph_conv`` with one adjacency per sample
 (C_k depends on x): per sample x @ M_k, then one GEMM over the K*C_in channels (the official order,
 the cheaper one while C_in <= C_out, as in every unit), without the (N, K*C_in, T, V) tensor the
-unfused form stacks. The conv_d biases are added after, as officially.
+unfused form stacks. Every convolution bias that a BatchNorm follows (conv_d, down, tcn, residual)
+goes to ``bn_act``, which in training mode cancels it rather than adding it (``bn_act``'s ``bias``).
 """
 
 from __future__ import annotations
@@ -54,11 +55,12 @@ class UnitTCN(nn.Module):
     ) -> torch.Tensor:
         """``relu?(BN(conv(x)) + residual)``: the unit's own output with the defaults; the enclosing
         unit passes its residual and ReLU so they fuse into the BatchNorm (``bn_act``)."""
+        # the convolution's bias goes to bn_act, where training-mode BatchNorm cancels it
         if self.conv.kernel_size[0] == 1:  # the residual's strided 1x1 convolution
-            y = pointwise_conv(x, self.conv.weight, self.conv.bias, self.conv.stride[0])
+            y = pointwise_conv(x, self.conv.weight, None, self.conv.stride[0])
         else:  # the (9 x 1) convolution, in the frequency form where that is faster
-            y = self.conv(x)
-        return bn_act(self.bn, y, residual, relu=relu)
+            y = self.conv(x, with_bias=False)
+        return bn_act(self.bn, y, residual, relu=relu, bias=self.conv.bias)
 
 
 class UnitGCN(nn.Module):
@@ -110,16 +112,18 @@ class UnitGCN(nn.Module):
         adjacency = att + (self.A + self.PA)  # (N, K, V, V)
         # sum_k conv_d_k(x @ M_k): the graph convolution with one adjacency per sample (C++ kernel:
         # per sample, x @ M_k then one GEMM over K*C channels, no (N, K*C, T, V) tensor), then the
-        # K conv_d biases, which the official code adds after the aggregation
+        # K conv_d biases, which the official code adds after the aggregation: here bn_act takes
+        # them (as the down convolution's bias), which training-mode BatchNorm cancels
         d_weight = torch.cat([m.weight.flatten(1) for m in self.conv_d])  # (K*C_out, C_in), rows (k, o)
         d_bias = torch.stack([m.bias for m in self.conv_d]).sum(0)
-        out = graph_conv(x, d_weight, None, adjacency).add_(d_bias.view(1, -1, 1, 1))
+        out = graph_conv(x, d_weight, None, adjacency)
         if self.has_down:
-            residual = bn_act(self.down[1], pointwise_conv(x, self.down[0].weight, self.down[0].bias))
+            down_conv, down_bn = self.down
+            residual = bn_act(down_bn, pointwise_conv(x, down_conv.weight), bias=down_conv.bias)
         else:
             residual = x
-        # ReLU(BN(.) + residual) as one fused op
-        return bn_act(self.bn, out, residual, relu=True)
+        # ReLU(BN(. + conv_d biases) + residual) as one fused op
+        return bn_act(self.bn, out, residual, relu=True, bias=d_bias)
 
 
 class TCNGCNUnit(nn.Module):

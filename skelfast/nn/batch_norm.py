@@ -33,6 +33,23 @@ def dropout_keep(p: float, training: bool, x: torch.Tensor) -> tuple[torch.Tenso
     return keep_mask(x.shape, p, x.device), 1.0 / (1.0 - p)
 
 
+class _BiasCancelledByBatchNorm(torch.autograd.Function):
+    """x unchanged, with ``bias`` attached to the graph: the bias before a BatchNorm that normalises
+    with batch statistics, which subtracts every channel's mean and so cancels a per-channel bias
+    exactly. Its gradient, the sum of the BatchNorm's input gradient over a channel, is exactly zero
+    (the official chain gets rounding noise there); it is returned as zeros rather than None so the
+    optimizer treats the bias as the official run does (weight decay, momentum buffers)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+        ctx.bias_shape = bias.shape
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: ANN001
+        return grad, grad.new_zeros(ctx.bias_shape)
+
+
 def bn_act(
     bn: nn.modules.batchnorm._BatchNorm,
     x: torch.Tensor,
@@ -40,10 +57,16 @@ def bn_act(
     keep: torch.Tensor | None = None,
     keep_scale: float = 1.0,
     relu: bool = False,
+    bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``relu?(bn(x) * keep * keep_scale + residual)`` with ``bn``'s parameters, buffers and mode,
-    as ``bn.forward`` would use and update them (momentum, or the cumulative average when
-    ``bn.momentum`` is None). x (N, C, *) -> same shape."""
+    """``relu?(bn(x + bias) * keep * keep_scale + residual)`` with ``bn``'s parameters, buffers and
+    mode, as ``bn.forward`` would use and update them (momentum, or the cumulative average when
+    ``bn.momentum`` is None). x (N, C, *) -> same shape; bias (C,) or None.
+
+    ``bias`` is the bias of the convolution before the BatchNorm, not yet added to x. With batch
+    statistics the BatchNorm cancels it, so it is never added (one pass over x forward and its sum
+    over the gradient backward saved); only the running mean, which the official chain updates with
+    the mean of x + bias, takes it. With running statistics (eval) it is added to x."""
     bn._check_input_dim(x)
     factor = 0.0 if bn.momentum is None else bn.momentum
     if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
@@ -51,11 +74,23 @@ def bn_act(
         factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
     batch_stats = bn.training or (bn.running_mean is None and bn.running_var is None)
     use_running = not bn.training or bn.track_running_stats
-    return batch_norm_act(
+    running_mean = bn.running_mean if use_running else None
+    shifted_mean = bias is not None and batch_stats and bn.training and running_mean is not None
+    if bias is not None:
+        if not batch_stats:
+            x = x + bias.view((1, -1) + (1,) * (x.dim() - 2))
+        elif bias.requires_grad and torch.is_grad_enabled():
+            x = _BiasCancelledByBatchNorm.apply(x, bias)
+    if shifted_mean:
+        # the op moves the mean it is given towards mean(x); the official chain moves the running
+        # mean towards mean(x) + bias. The op gets zeros (-> factor mean(x)) and the running mean
+        # is updated after it: not in place before, since the reference saves what it is given
+        running_mean = torch.zeros_like(bn.running_mean)
+    out = batch_norm_act(
         x,
         bn.weight,
         bn.bias,
-        bn.running_mean if use_running else None,
+        running_mean,
         bn.running_var if use_running else None,
         batch_stats,
         factor,
@@ -65,3 +100,7 @@ def bn_act(
         keep_scale,
         relu,
     )
+    if shifted_mean:
+        with torch.no_grad():
+            bn.running_mean.mul_(1.0 - factor).add_(running_mean).add_(bias, alpha=factor)
+    return out

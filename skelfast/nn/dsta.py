@@ -63,8 +63,14 @@ def _conv_then_bn(
     they were 40% of a DSTA-Net step), the (7 x 1) one as its module, and the BatchNorm with the
     residual added in one ``bn_act`` call (PyTorch's BatchNorm and add: four passes, this two)."""
     conv, bn = conv_bn
-    y = pointwise_conv(x, conv.weight, conv.bias, conv.stride[0]) if conv.kernel_size == (1, 1) else conv(x)
-    return bn_act(bn, y, residual)
+    bias = conv.bias  # to bn_act, where training-mode BatchNorm cancels it
+    if conv.kernel_size == (1, 1):
+        y = pointwise_conv(x, conv.weight, None, conv.stride[0])
+    elif isinstance(conv, TemporalConv2d):
+        y = conv(x, with_bias=False)
+    else:
+        y, bias = conv(x), None
+    return bn_act(bn, y, residual, bias=bias)
 
 
 class STAttentionBlock(nn.Module):
@@ -124,8 +130,8 @@ class STAttentionBlock(nn.Module):
         # (N, S*C, T, V) tensor from the einsum); out_nets' input channels are ordered (s, c)
         conv, bn = self.out_nets
         out_weight = conv.weight.view(-1, s, c).transpose(0, 1).reshape(-1, c)  # (S*C_out, C_in), rows (s, o)
-        y = graph_conv(x, out_weight, None, att).add_(conv.bias.view(1, -1, 1, 1))
-        y = self.relu(bn_act(bn, y, _conv_then_bn(self.downs1, x) if self.has_down else x))
+        y = graph_conv(x, out_weight, None, att)
+        y = self.relu(bn_act(bn, y, _conv_then_bn(self.downs1, x) if self.has_down else x, bias=conv.bias))
         # relu(shortcut + BN(conv(.))) twice more, each BN with its shortcut added in one call
         y = self.relu(_conv_then_bn(self.ff_nets, y, _conv_then_bn(self.downs2, x) if self.has_down else x))
         # attention dropout on the temporal shortcut, as HiCLR's net/dsta.py has it (its dropout of the

@@ -60,15 +60,17 @@ class STGCNBlock(nn.Module):
         # The official chain, with each BatchNorm and the elementwise ops after it fused (bn_act):
         # BN -> ReLU, conv, then BN -> Dropout -> + residual -> ReLU.
         bn_in, _, conv, bn_out, drop = self.tcn
-        y = conv(bn_act(bn_in, self.gcn(x, A)[0], relu=True))
+        y = conv(bn_act(bn_in, self.gcn(x, A)[0], relu=True), with_bias=False)  # bias: to bn_out
         residual = None
         if self.residual_kind == "identity":
             residual = x
         elif self.residual_kind == "conv":  # the strided 1x1 conv as a batched GEMM (pointwise_conv)
             res_conv, res_bn = self.residual
-            residual = bn_act(res_bn, pointwise_conv(x, res_conv.weight, res_conv.bias, res_conv.stride[0]))
+            y_res = pointwise_conv(x, res_conv.weight, None, res_conv.stride[0])
+            residual = bn_act(res_bn, y_res, bias=res_conv.bias)
         keep, scale = dropout_keep(drop.p, drop.training, y)
-        return bn_act(bn_out, y, residual, keep, scale, relu=True)
+        # the convolutions' biases go to bn_act, where training-mode BatchNorm cancels them
+        return bn_act(bn_out, y, residual, keep, scale, relu=True, bias=conv.bias)
 
 
 def stgcn_widths(hidden_channels: int, hidden_dim: int) -> list[tuple[int, int, int]]:

@@ -29,5 +29,7 @@ class TemporalConv2d(nn.Conv2d):
         pad = (kernel_size - 1) // 2
         super().__init__(in_channels, out_channels, (kernel_size, 1), (stride, 1), (pad, 0), bias=bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return temporal_conv(x, self.weight, self.bias, self.stride[0])
+    def forward(self, x: torch.Tensor, with_bias: bool = True) -> torch.Tensor:
+        """``with_bias=False`` leaves the bias out, for a following BatchNorm that takes it
+        (``skelfast.nn.batch_norm.bn_act``'s ``bias``)."""
+        return temporal_conv(x, self.weight, self.bias if with_bias else None, self.stride[0])
