@@ -15,13 +15,15 @@ TORCH_LIBRARY(skelfast, m) {
       "graph_conv_backward(Tensor grad, Tensor x, Tensor weight, Tensor? bias, Tensor A, "
       "bool[4] output_mask) -> (Tensor, Tensor, Tensor, Tensor)");
   // y = relu?(BatchNorm(x) * keep * keep_scale + residual), x (N, C, *); batch statistics unless
-  // mean and var are given. Returns (y, mean, biased var).
+  // mean and var are given. Returns (y, mean, biased var, positive): positive = y > 0 as bools (the
+  // backward's ReLU gate) with relu and relu_mask, else empty.
   m.def(
       "batch_norm_act(Tensor x, Tensor? weight, Tensor? bias, Tensor? mean, Tensor? var, Tensor? residual, "
-      "Tensor? keep, float keep_scale, bool relu, float eps) -> (Tensor, Tensor, Tensor)");
-  // Gradients (x, weight, bias, residual); output_mask: (x, weight and bias, residual).
+      "Tensor? keep, float keep_scale, bool relu, float eps, bool relu_mask) -> (Tensor, Tensor, Tensor, Tensor)");
+  // Gradients (x, weight, bias, residual); output_mask: (x, weight and bias, residual); positive: the
+  // forward's (read with relu only).
   m.def(
-      "batch_norm_act_backward(Tensor grad, Tensor x, Tensor y, Tensor? weight, Tensor mean, Tensor var, "
+      "batch_norm_act_backward(Tensor grad, Tensor x, Tensor positive, Tensor? weight, Tensor mean, Tensor var, "
       "Tensor? keep, float keep_scale, bool relu, float eps, bool batch_stats, bool[3] output_mask) "
       "-> (Tensor, Tensor, Tensor, Tensor)");
   // A (R, S) matrix along time: to_points (N, C, S, V) -> (R, C, N, V), else (S, C, N, V) ->

@@ -9,6 +9,8 @@
 //   forward:  statistics per channel (rows of S, merged with Chan's formula), then y row by row;
 //   backward: per-channel sums of the gated gradient gb = g * [y > 0] * keep * keep_scale and of
 //             gb * (x - mean), then dx (and the residual's gradient g * [y > 0]) row by row.
+// With ReLU the forward also writes [y > 0] as bytes (`positive`, when asked: a step that will run
+// backward), which the backward reads in both passes in place of y: a quarter of y's bytes twice.
 // The loops over rows live in batch_norm_rows_impl.h, compiled for the baseline, AVX2 and AVX-512
 // and picked at run time (the same bits from each). The per-channel reductions run over fixed
 // blocks of samples in memory order and the elementwise passes over rows, both split over threads;
@@ -150,13 +152,13 @@ const T* ptr_or_null(const std::optional<Tensor>& t) {
   return t.has_value() ? t->const_data_ptr<T>() : nullptr;
 }
 
-std::tuple<Tensor, Tensor, Tensor> batch_norm_act_cpu(const Tensor& x_in, const std::optional<Tensor>& weight_in,
-                                                      const std::optional<Tensor>& bias_in,
-                                                      const std::optional<Tensor>& mean_in,
-                                                      const std::optional<Tensor>& var_in,
-                                                      const std::optional<Tensor>& residual_in,
-                                                      const std::optional<Tensor>& keep_in, double keep_scale,
-                                                      bool relu, double eps) {
+// (y, mean, var, positive): positive is [y > 0] as a bool tensor like x with relu and
+// relu_mask, else empty
+std::tuple<Tensor, Tensor, Tensor, Tensor> batch_norm_act_cpu(
+    const Tensor& x_in, const std::optional<Tensor>& weight_in, const std::optional<Tensor>& bias_in,
+    const std::optional<Tensor>& mean_in, const std::optional<Tensor>& var_in,
+    const std::optional<Tensor>& residual_in, const std::optional<Tensor>& keep_in, double keep_scale, bool relu,
+    double eps, bool relu_mask) {
   check_inputs(x_in, weight_in, bias_in, residual_in, keep_in);
   TORCH_CHECK(mean_in.has_value() == var_in.has_value(), "batch_norm_act: give both mean and var, or neither");
   at::AutoDispatchBelowADInplaceOrView below_autograd;  // autograd is registered in Python
@@ -168,6 +170,7 @@ std::tuple<Tensor, Tensor, Tensor> batch_norm_act_cpu(const Tensor& x_in, const 
              keep = contiguous(keep_in);
   const Shape d(x);
   Tensor y = at::empty_like(x);
+  Tensor positive = at::empty(relu && relu_mask ? x.sizes() : at::IntArrayRef{0}, x.options().dtype(at::kBool));
   Tensor mean, var;
   if (mean_in.has_value()) {
     TORCH_CHECK(mean_in->numel() == d.C && var_in->numel() == d.C, "batch_norm_act: mean and var must be (C,)");
@@ -179,7 +182,7 @@ std::tuple<Tensor, Tensor, Tensor> batch_norm_act_cpu(const Tensor& x_in, const 
     mean = at::empty({d.C}, x.options());
     var = at::empty({d.C}, x.options());
   }
-  if (x.numel() == 0) return {y, mean, var};
+  if (x.numel() == 0) return {y, mean, var, positive};
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "batch_norm_act_cpu", [&] {
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
     if (!mean_in.has_value())
@@ -191,27 +194,34 @@ std::tuple<Tensor, Tensor, Tensor> batch_norm_act_cpu(const Tensor& x_in, const 
     const uint8_t* kp = keep_bytes(keep);
     const scalar_t ks = static_cast<scalar_t>(keep_scale);
     scalar_t* yp = y.mutable_data_ptr<scalar_t>();
+    uint8_t* pp = positive.numel() > 0 ? reinterpret_cast<uint8_t*>(positive.mutable_data_ptr<bool>()) : nullptr;
     const int64_t S = d.S, C = d.C;
     const auto& kernels = row_kernels<scalar_t>();
     at::parallel_for(0, d.rows(), std::max<int64_t>(1, 32768 / std::max<int64_t>(1, S)), [&](int64_t r0, int64_t r1) {
-      kernels.apply_rows(xp, yp, rp, kp, ks, relu, a.data(), b.data(), C, S, r0, r1);
+      kernels.apply_rows(xp, yp, pp, rp, kp, ks, relu, a.data(), b.data(), C, S, r0, r1);
     });
   });
-  return {y, mean, var};
+  return {y, mean, var, positive};
 }
 
 // Gradients (dx, dweight, dbias, dresidual); entries whose output_mask is false come back empty.
 // output_mask: (x, affine weight and bias, residual). batch_stats: the forward computed the
-// statistics from x (training), so dx carries their gradient too.
+// statistics from x (training), so dx carries their gradient too. positive: the forward's [y > 0]
+// (bool like x) with relu, unread without.
 std::tuple<Tensor, Tensor, Tensor, Tensor> batch_norm_act_backward_cpu(
-    const Tensor& grad_in, const Tensor& x_in, const Tensor& y_in, const std::optional<Tensor>& weight_in,
+    const Tensor& grad_in, const Tensor& x_in, const Tensor& positive_in, const std::optional<Tensor>& weight_in,
     const Tensor& mean_in, const Tensor& var_in, const std::optional<Tensor>& keep_in, double keep_scale, bool relu,
     double eps, bool batch_stats, std::array<bool, 3> mask) {
   check_inputs(x_in, weight_in, std::nullopt, std::nullopt, keep_in);
-  TORCH_CHECK(grad_in.sizes() == x_in.sizes() && y_in.sizes() == x_in.sizes(),
-              "batch_norm_act_backward: grad and y must have x's shape ", x_in.sizes());
+  TORCH_CHECK(grad_in.sizes() == x_in.sizes(), "batch_norm_act_backward: grad must have x's shape ", x_in.sizes(),
+              ", got ", grad_in.sizes());
+  TORCH_CHECK(!relu || (positive_in.sizes() == x_in.sizes() && positive_in.scalar_type() == at::kBool),
+              "batch_norm_act_backward: with relu, positive must be the forward's bool mask of x's shape ",
+              x_in.sizes(), ", got ", positive_in.scalar_type(), " ", positive_in.sizes(),
+              " (the forward ran with relu_mask=False)");
   at::AutoDispatchBelowADInplaceOrView below_autograd;
-  const Tensor x = x_in.contiguous(), y = y_in.contiguous(), g = grad_in.contiguous().to(x.scalar_type());
+  const Tensor x = x_in.contiguous(), g = grad_in.contiguous().to(x.scalar_type());
+  const Tensor positive = relu ? positive_in.contiguous() : positive_in;
   const Tensor mean = mean_in.to(x.scalar_type()).contiguous(), var = var_in.to(x.scalar_type()).contiguous();
   const std::optional<Tensor> weight =
       weight_in.has_value() ? std::optional<Tensor>(weight_in->contiguous()) : std::nullopt;
@@ -225,9 +235,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> batch_norm_act_backward_cpu(
   if (!(need_x || need_affine || need_res)) return {dx, dweight, dbias, dres};
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "batch_norm_act_backward_cpu", [&] {
     const int64_t N = d.N, C = d.C, S = d.S;
-    const scalar_t *xp = x.const_data_ptr<scalar_t>(), *yp = y.const_data_ptr<scalar_t>(),
-                   *gp = g.const_data_ptr<scalar_t>(), *mp = mean.const_data_ptr<scalar_t>(),
-                   *vp = var.const_data_ptr<scalar_t>();
+    const scalar_t *xp = x.const_data_ptr<scalar_t>(), *gp = g.const_data_ptr<scalar_t>(),
+                   *mp = mean.const_data_ptr<scalar_t>(), *vp = var.const_data_ptr<scalar_t>();
+    const uint8_t* pp = relu ? reinterpret_cast<const uint8_t*>(positive.const_data_ptr<bool>()) : nullptr;
     const scalar_t* wp = ptr_or_null<scalar_t>(weight);
     const uint8_t* kp = keep_bytes(keep);
     const scalar_t ks = static_cast<scalar_t>(keep_scale);
@@ -239,7 +249,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> batch_norm_act_backward_cpu(
       const int64_t blocks = sample_blocks(N);
       std::vector<double> block_gb(blocks * C, 0.0), block_gbx(blocks * C, 0.0);
       for_each_sample_block(N, [&](int64_t n0, int64_t n1, int64_t b) {
-        kernels.gated_sums_block(gp, yp, xp, kp, ks, relu, mp, n0, n1, C, S, &block_gb[b * C], &block_gbx[b * C]);
+        kernels.gated_sums_block(gp, pp, xp, kp, ks, relu, mp, n0, n1, C, S, &block_gb[b * C], &block_gbx[b * C]);
       });
       for (int64_t b = 0; b < blocks; ++b)
         for (int64_t c = 0; c < C; ++c) {
@@ -267,7 +277,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> batch_norm_act_backward_cpu(
     scalar_t* dxp = need_x ? dx.mutable_data_ptr<scalar_t>() : nullptr;
     scalar_t* drp = need_res ? dres.mutable_data_ptr<scalar_t>() : nullptr;
     at::parallel_for(0, d.rows(), std::max<int64_t>(1, 32768 / std::max<int64_t>(1, S)), [&](int64_t r0, int64_t r1) {
-      kernels.input_grad_rows(gp, yp, xp, kp, ks, relu, k1.data(), k2.data(), k3.data(), mp, dxp, drp, C, S, r0, r1);
+      kernels.input_grad_rows(gp, pp, xp, kp, ks, relu, k1.data(), k2.data(), k3.data(), mp, dxp, drp, C, S, r0, r1);
     });
   });
   return {dx, dweight, dbias, dres};

@@ -14,18 +14,19 @@ struct RowKernels {
   // For samples [n0, n1): each row's mean and centred sum of squares merged (Chan) into the block's
   // per-channel slots mu[c], m2[c] (zero on entry)
   void (*statistics_block)(const scalar_t* x, int64_t n0, int64_t n1, int64_t C, int64_t S, double* mu, double* m2);
-  // y = relu?((x a_c + b_c) * keep * keep_scale + residual) for rows [r0, r1)
-  void (*apply_rows)(const scalar_t* x, scalar_t* y, const scalar_t* residual, const uint8_t* keep,
-                     scalar_t keep_scale, bool relu, const scalar_t* a, const scalar_t* b, int64_t C, int64_t S,
-                     int64_t r0, int64_t r1);
-  // For samples [n0, n1): per channel, sum gb and sum gb (x - mean) with gb = g [y > 0] keep keep_scale,
-  // added to the block's slots
-  void (*gated_sums_block)(const scalar_t* g, const scalar_t* y, const scalar_t* x, const uint8_t* keep,
+  // y = relu?((x a_c + b_c) * keep * keep_scale + residual) for rows [r0, r1), and positive = y > 0
+  // as bytes where positive is given (the backward's ReLU gate)
+  void (*apply_rows)(const scalar_t* x, scalar_t* y, uint8_t* positive, const scalar_t* residual,
+                     const uint8_t* keep, scalar_t keep_scale, bool relu, const scalar_t* a, const scalar_t* b,
+                     int64_t C, int64_t S, int64_t r0, int64_t r1);
+  // For samples [n0, n1): per channel, sum gb and sum gb (x - mean) with gb = g [y > 0] keep keep_scale
+  // ([y > 0]: the forward's positive bytes, read with relu only), added to the block's slots
+  void (*gated_sums_block)(const scalar_t* g, const uint8_t* positive, const scalar_t* x, const uint8_t* keep,
                            scalar_t keep_scale, bool relu, const scalar_t* mean, int64_t n0, int64_t n1, int64_t C,
                            int64_t S, double* sum_gb, double* sum_gbx);
   // Rows [r0, r1): dres = g [y > 0] (where dres is given) and dx = k1 (gb - k2 - (x - mean) k3)
   // (where dx is given)
-  void (*input_grad_rows)(const scalar_t* g, const scalar_t* y, const scalar_t* x, const uint8_t* keep,
+  void (*input_grad_rows)(const scalar_t* g, const uint8_t* positive, const scalar_t* x, const uint8_t* keep,
                           scalar_t keep_scale, bool relu, const scalar_t* k1, const scalar_t* k2, const scalar_t* k3,
                           const scalar_t* mean, scalar_t* dx, scalar_t* dres, int64_t C, int64_t S, int64_t r0,
                           int64_t r1);

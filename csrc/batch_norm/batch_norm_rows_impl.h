@@ -50,20 +50,21 @@ double row_centered_dot(const scalar_t* q, const scalar_t* p, int64_t S, scalar_
   return total;
 }
 
-// gb = g * [y > 0] (relu) * keep * keep_scale (keep given), for one row. The mask is read as bytes
-// and multiplied in (a branch on a bool would stop the loop from vectorising).
+// gb = g * [y > 0] (relu: `positive`, the forward's bytes y > 0) * keep * keep_scale (keep given),
+// for one row. The keep mask is read as bytes and multiplied in (a branch on a bool would stop the
+// loop from vectorising).
 template <typename scalar_t>
-void gate_row(const scalar_t* g, const scalar_t* y, const uint8_t* keep, scalar_t keep_scale, bool relu, int64_t S,
-              scalar_t* out) {
+void gate_row(const scalar_t* g, const uint8_t* positive, const uint8_t* keep, scalar_t keep_scale, bool relu,
+              int64_t S, scalar_t* out) {
   if (relu && keep != nullptr) {
     for (int64_t s = 0; s < S; ++s) {
       const scalar_t gs = g[s];  // loaded unconditionally, so the select is a blend, not a branch
-      out[s] = (y[s] > scalar_t(0) ? gs : scalar_t(0)) * (static_cast<scalar_t>(keep[s]) * keep_scale);
+      out[s] = (positive[s] != 0 ? gs : scalar_t(0)) * (static_cast<scalar_t>(keep[s]) * keep_scale);
     }
   } else if (relu) {
     for (int64_t s = 0; s < S; ++s) {
       const scalar_t gs = g[s];
-      out[s] = y[s] > scalar_t(0) ? gs : scalar_t(0);
+      out[s] = positive[s] != 0 ? gs : scalar_t(0);
     }
   } else if (keep != nullptr) {
     for (int64_t s = 0; s < S; ++s) out[s] = g[s] * (static_cast<scalar_t>(keep[s]) * keep_scale);
@@ -92,8 +93,9 @@ void statistics_block(const scalar_t* x, int64_t n0, int64_t n1, int64_t C, int6
 }
 
 template <typename scalar_t>
-void apply_rows(const scalar_t* x, scalar_t* y, const scalar_t* residual, const uint8_t* keep, scalar_t keep_scale,
-                bool relu, const scalar_t* a, const scalar_t* b, int64_t C, int64_t S, int64_t r0, int64_t r1) {
+void apply_rows(const scalar_t* x, scalar_t* y, uint8_t* positive, const scalar_t* residual, const uint8_t* keep,
+                scalar_t keep_scale, bool relu, const scalar_t* a, const scalar_t* b, int64_t C, int64_t S, int64_t r0,
+                int64_t r1) {
   for (int64_t r = r0; r < r1; ++r) {
     const scalar_t ac = a[r % C], bc = b[r % C];
     const scalar_t* xr = x + r * S;
@@ -110,25 +112,30 @@ void apply_rows(const scalar_t* x, scalar_t* y, const scalar_t* residual, const 
     if (relu) {
       for (int64_t s = 0; s < S; ++s) yr[s] = yr[s] < scalar_t(0) ? scalar_t(0) : yr[s];  // NaN stays NaN
     }
+    if (positive != nullptr) {  // the backward's ReLU gate (NaN: not positive, as y > 0 reads it)
+      uint8_t* pr = positive + r * S;
+      for (int64_t s = 0; s < S; ++s) pr[s] = static_cast<uint8_t>(yr[s] > scalar_t(0));
+    }
   }
 }
 
 template <typename scalar_t>
-void gated_sums_block(const scalar_t* g, const scalar_t* y, const scalar_t* x, const uint8_t* keep,
+void gated_sums_block(const scalar_t* g, const uint8_t* positive, const scalar_t* x, const uint8_t* keep,
                       scalar_t keep_scale, bool relu, const scalar_t* mean, int64_t n0, int64_t n1, int64_t C,
                       int64_t S, double* sum_gb, double* sum_gbx) {
   std::vector<scalar_t> gb(S);
   for (int64_t n = n0; n < n1; ++n)
     for (int64_t c = 0; c < C; ++c) {
       const int64_t off = (n * C + c) * S;
-      gate_row(g + off, y + off, keep ? keep + off : nullptr, keep_scale, relu, S, gb.data());
+      gate_row(g + off, positive ? positive + off : nullptr, keep ? keep + off : nullptr, keep_scale, relu, S,
+               gb.data());
       sum_gb[c] += row_sum(gb.data(), S);
       sum_gbx[c] += row_centered_dot(gb.data(), x + off, S, mean[c]);
     }
 }
 
 template <typename scalar_t>
-void input_grad_rows(const scalar_t* g, const scalar_t* y, const scalar_t* x, const uint8_t* keep,
+void input_grad_rows(const scalar_t* g, const uint8_t* positive, const scalar_t* x, const uint8_t* keep,
                      scalar_t keep_scale, bool relu, const scalar_t* k1, const scalar_t* k2, const scalar_t* k3,
                      const scalar_t* mean, scalar_t* dx, scalar_t* dres, int64_t C, int64_t S, int64_t r0,
                      int64_t r1) {
@@ -136,16 +143,16 @@ void input_grad_rows(const scalar_t* g, const scalar_t* y, const scalar_t* x, co
   for (int64_t r = r0; r < r1; ++r) {
     const int64_t c = r % C, off = r * S;
     const scalar_t* gr = g + off;
-    const scalar_t* yr = y + off;
-    if (dres != nullptr) {
+    const uint8_t* pr = positive ? positive + off : nullptr;
+    if (dres != nullptr) {  // given with relu only (without, the residual's gradient is g itself)
       scalar_t* dr = dres + off;
       for (int64_t s = 0; s < S; ++s) {
         const scalar_t gs = gr[s];
-        dr[s] = yr[s] > scalar_t(0) ? gs : scalar_t(0);
+        dr[s] = pr[s] != 0 ? gs : scalar_t(0);
       }
     }
     if (dx == nullptr) continue;
-    gate_row(gr, yr, keep ? keep + off : nullptr, keep_scale, relu, S, gb.data());
+    gate_row(gr, pr, keep ? keep + off : nullptr, keep_scale, relu, S, gb.data());
     const scalar_t a = k1[c], m_gb = k2[c], b = k3[c], mu = mean[c];
     const scalar_t* xr = x + off;
     scalar_t* dr = dx + off;

@@ -143,8 +143,24 @@ def batch_norm_act(
     if batch_stats and count <= 1:  # F.batch_norm's own check, with its wording
         raise ValueError(f"Expected more than 1 value per channel when training, got input size {x.shape}")
     given_mean, given_var = (None, None) if batch_stats else (running_mean, running_var)
-    y, mean, var = torch.ops.skelfast.batch_norm_act(
-        x, weight, bias, given_mean, given_var, residual, keep, float(keep_scale), bool(relu), float(eps)
+    # the ReLU gate [y > 0] as bytes for the backward, only where one will run (not in a no-grad key pass)
+    relu_mask = (
+        bool(relu)
+        and torch.is_grad_enabled()
+        and any(t is not None and t.requires_grad for t in (x, weight, bias, residual))
+    )
+    y, mean, var, _ = torch.ops.skelfast.batch_norm_act(
+        x,
+        weight,
+        bias,
+        given_mean,
+        given_var,
+        residual,
+        keep,
+        float(keep_scale),
+        bool(relu),
+        float(eps),
+        relu_mask,
     )
     if training and running_mean is not None and running_var is not None:
         with torch.no_grad():
@@ -159,16 +175,17 @@ def batch_norm_act(
 
 def _register() -> None:
     @torch.library.register_fake("skelfast::batch_norm_act")
-    def _fake(x, weight, bias, mean, var, residual, keep, keep_scale, relu, eps):  # noqa: ANN001, ANN202
+    def _fake(x, weight, bias, mean, var, residual, keep, keep_scale, relu, eps, relu_mask):  # noqa: ANN001, ANN202
         channels = x.shape[1]
         return (
             torch.empty_like(x, memory_format=torch.contiguous_format),
             x.new_empty(channels),
             x.new_empty(channels),
+            x.new_empty(x.shape if (relu and relu_mask) else (0,), dtype=torch.bool),
         )
 
     @torch.library.register_fake("skelfast::batch_norm_act_backward")
-    def _fake_backward(grad, x, y, weight, mean, var, keep, keep_scale, relu, eps, batch_stats, mask):  # noqa: ANN001, ANN202
+    def _fake_backward(grad, x, positive, weight, mean, var, keep, keep_scale, relu, eps, batch_stats, mask):  # noqa: ANN001, ANN202
         channels = x.shape[1] if mask[1] else 0
         like_x = torch.empty_like(x, memory_format=torch.contiguous_format)
         return (
@@ -179,9 +196,9 @@ def _register() -> None:
         )
 
     def setup_context(ctx, inputs, output):  # noqa: ANN001, ANN202
-        x, weight, bias, mean_in, _, residual, keep, keep_scale, relu, eps = inputs
-        y, mean, var = output
-        ctx.save_for_backward(x, y, weight, mean, var, keep)
+        x, weight, bias, mean_in, _, residual, keep, keep_scale, relu, eps, _ = inputs
+        _, mean, var, positive = output
+        ctx.save_for_backward(x, positive, weight, mean, var, keep)  # positive, not y: a quarter of its bytes
         ctx.batch_stats = mean_in is None
         ctx.keep_scale, ctx.relu, ctx.eps = keep_scale, relu, eps
         ctx.has_weight, ctx.has_bias, ctx.has_residual = (
@@ -190,14 +207,25 @@ def _register() -> None:
             residual is not None,
         )
 
-    def backward(ctx, grad, _grad_mean, _grad_var):  # noqa: ANN001, ANN202
-        x, y, weight, mean, var, keep = ctx.saved_tensors
+    def backward(ctx, grad, _grad_mean, _grad_var, _grad_positive):  # noqa: ANN001, ANN202
+        x, positive, weight, mean, var, keep = ctx.saved_tensors
         need = ctx.needs_input_grad
         need_affine = (need[1] and ctx.has_weight) or (need[2] and ctx.has_bias)
         need_residual = need[5] and ctx.has_residual
         mask = [need[0], need_affine, need_residual]
         dx, dw, db, dres = torch.ops.skelfast.batch_norm_act_backward(
-            grad, x, y, weight, mean, var, keep, ctx.keep_scale, ctx.relu, ctx.eps, ctx.batch_stats, mask
+            grad,
+            x,
+            positive,
+            weight,
+            mean,
+            var,
+            keep,
+            ctx.keep_scale,
+            ctx.relu,
+            ctx.eps,
+            ctx.batch_stats,
+            mask,
         )
         if need_residual and not ctx.relu:
             dres = grad  # the residual is added last: its gradient is the output's
@@ -208,6 +236,7 @@ def _register() -> None:
             None,
             None,
             dres if need_residual else None,
+            None,
             None,
             None,
             None,

@@ -140,9 +140,24 @@ def test_gradcheck_float64():
                 1.5,
                 relu,
                 1e-5,
+                True,  # relu_mask: the [y > 0] bytes the backward reads
             )[0]
 
         assert torch.autograd.gradcheck(fn, (x, weight, bias, res))
+
+
+@requires_cpp
+def test_backward_needs_the_forwards_relu_mask():
+    # batch_norm_act asks for the [y > 0] bytes only where a backward will run; the raw op run
+    # without them and then differentiated names the cause rather than reading garbage
+    x, weight, bias, res, mask = make((3, 4, 5, 3), torch.float32, True, True)
+    x.requires_grad_()
+    y = torch.ops.skelfast.batch_norm_act(x, weight, bias, None, None, res, mask, 1.5, True, 1e-5, False)[0]
+    with pytest.raises(RuntimeError, match="relu_mask=False"):
+        y.sum().backward()
+    with torch.no_grad():  # no backward to come: no mask written, the same output
+        y_no_grad = batch_norm_act(x, weight, bias, None, None, True, 0.1, 1e-5, res, mask, 1.5, True)
+    assert torch.equal(y_no_grad, y.detach())
 
 
 @requires_cpp
@@ -175,10 +190,10 @@ def test_opcheck():
     for given in (False, True):
         stats = (torch.zeros(4), torch.ones(4)) if given else (None, None)
         torch.library.opcheck(
-            torch.ops.skelfast.batch_norm_act, (x, weight, bias, *stats, res, mask, 1.5, True, 1e-5)
+            torch.ops.skelfast.batch_norm_act, (x, weight, bias, *stats, res, mask, 1.5, True, 1e-5, True)
         )
         torch.library.opcheck(
-            torch.ops.skelfast.batch_norm_act, (x, weight, bias, *stats, None, None, 1.0, False, 1e-5)
+            torch.ops.skelfast.batch_norm_act, (x, weight, bias, *stats, None, None, 1.0, False, 1e-5, False)
         )
 
 
