@@ -199,6 +199,9 @@ def _register() -> None:
         x, weight, bias, mean_in, _, residual, keep, keep_scale, relu, eps, _ = inputs
         _, mean, var, positive = output
         ctx.save_for_backward(x, positive, weight, mean, var, keep)  # positive, not y: a quarter of its bytes
+        # the statistics' and the mask's gradients stay None: materialised, the mask's is a zero fill
+        # of x's size each backward
+        ctx.set_materialize_grads(False)
         ctx.batch_stats = mean_in is None
         ctx.keep_scale, ctx.relu, ctx.eps = keep_scale, relu, eps
         ctx.has_weight, ctx.has_bias, ctx.has_residual = (
@@ -208,6 +211,8 @@ def _register() -> None:
         )
 
     def backward(ctx, grad, _grad_mean, _grad_var, _grad_positive):  # noqa: ANN001, ANN202
+        if grad is None:  # y unused: only the statistics or the mask reached the loss
+            return (None,) * 11
         x, positive, weight, mean, var, keep = ctx.saved_tensors
         need = ctx.needs_input_grad
         need_affine = (need[1] and ctx.has_weight) or (need[2] and ctx.has_bias)
