@@ -113,7 +113,7 @@ class UnitGCN(nn.Module):
         # sum_k conv_d_k(x @ M_k): the graph convolution with one adjacency per sample (C++ kernel:
         # per sample, x @ M_k then one GEMM over K*C channels, no (N, K*C, T, V) tensor), then the
         # K conv_d biases, which the official code adds after the aggregation: here bn_act takes
-        # them (as the down convolution's bias), which training-mode BatchNorm cancels
+        # them, as it takes the down convolution's bias (training-mode BatchNorm cancels both)
         d_weight = torch.cat([m.weight.flatten(1) for m in self.conv_d])  # (K*C_out, C_in), rows (k, o)
         d_bias = torch.stack([m.bias for m in self.conv_d]).sum(0)
         out = graph_conv(x, d_weight, None, adjacency)
