@@ -62,8 +62,9 @@ def test_shapes_odd_batch_and_length():
 
 
 def randomise(model: torch.nn.Module) -> torch.nn.Module:
-    """Non-trivial BN, PA and gcn-BN gamma (the official init puts it at 1e-6, which would hide the
-    whole graph branch in a comparison)."""
+    """Non-trivial BN, PA, gcn-BN gamma (the official init puts it at 1e-6, which would hide the
+    whole graph branch in a comparison) and convolution biases (zero at init, which would hide where
+    each is added or cancelled)."""
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith("PA"):
@@ -71,6 +72,8 @@ def randomise(model: torch.nn.Module) -> torch.nn.Module:
         for mod in model.modules():
             if isinstance(mod, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
                 mod.weight.uniform_(0.5, 1.5)
+                mod.bias.uniform_(-0.2, 0.2)
+            elif isinstance(mod, torch.nn.Conv2d):
                 mod.bias.uniform_(-0.2, 0.2)
     return model
 
