@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from skelfast.nn._official import OfficialEncoder, residual_kind
-from skelfast.nn.batch_norm import bn_act
+from skelfast.nn.batch_norm import bn_act, cancelled_bias
 from skelfast.nn.graph import agcn_graph
 from skelfast.nn.pointwise import pointwise_conv
 from skelfast.nn.subset_scores import SubsetScores
@@ -61,6 +61,39 @@ class UnitTCN(nn.Module):
         else:  # the (9 x 1) convolution, in the frequency form where that is faster
             y = self.conv(x, with_bias=False)
         return bn_act(self.bn, y, residual, relu=relu, bias=self.conv.bias)
+
+
+class _PairProjection(torch.autograd.Function):
+    """The attention's theta and phi of all K subsets as one 1x1 convolution, with phi's biases only:
+    x (N, C, T, V), weight (K*2*C', C), phi_bias (K, C') -> (N, K*2*C', T*V), channel blocks theta_0,
+    phi_0, theta_1, ... (theta's biases: see UnitGCN.forward). A Function, not bmm and an add on the
+    phi slice, because autograd's in-place add on a slice copies the whole gradient backward."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, phi_bias: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+        n, c, t, v = x.shape
+        k, ci = phi_bias.shape
+        xs = x.reshape(n, c, t * v)
+        y = torch.bmm(weight.expand(n, -1, c), xs)
+        y.view(n, k, 2, ci, t * v)[:, :, 1].add_(phi_bias.view(1, k, ci, 1))
+        ctx.save_for_backward(xs, weight)
+        ctx.x_shape, ctx.k, ctx.ci, ctx.phi_dtype = x.shape, k, ci, phi_bias.dtype
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # noqa: ANN001
+        xs, weight = ctx.saved_tensors
+        n, tv = xs.shape[0], xs.shape[2]
+        need = ctx.needs_input_grad
+        # under autocast the forward's bmm ran in grad's dtype: the products here too, and each
+        # gradient goes back in its input's dtype, as autograd through autocast's casts gives them
+        w, x = weight.to(grad.dtype), xs.to(grad.dtype)
+        dx = torch.bmm(w.t().expand(n, -1, -1), grad).view(ctx.x_shape).to(xs.dtype) if need[0] else None
+        dw = torch.bmm(grad, x.transpose(1, 2)).sum(0).to(weight.dtype) if need[1] else None
+        d_phi = (
+            grad.view(n, ctx.k, 2, ctx.ci, tv)[:, :, 1].sum(-1).sum(0).to(ctx.phi_dtype) if need[2] else None
+        )
+        return dx, dw, d_phi
 
 
 class UnitGCN(nn.Module):
@@ -103,11 +136,15 @@ class UnitGCN(nn.Module):
         # theta and phi of all subsets in one 1x1 convolution, each subset's pair side by side:
         # (N, K * 2 * C', T, V) with channel blocks theta_0, phi_0, theta_1, ...
         pairs = [conv for pair in zip(self.conv_a, self.conv_b, strict=True) for conv in pair]
-        ab_weight = torch.cat([conv.weight for conv in pairs])
-        ab_bias = torch.cat([conv.bias for conv in pairs])
-        ab = pointwise_conv(x, ab_weight, ab_bias).view(n * k, 2, ci * t, v)  # C'*T channel-major
+        ab_weight = torch.cat([conv.weight for conv in pairs]).flatten(1)
+        # phi's biases only: theta's term in theta^T phi, sum_c b_c sum_t phi[c, t, w], is the same
+        # for every first joint u, so the softmax over u below cancels it exactly (cancelled_bias:
+        # its gradient is zero; the official one is rounding)
+        phi_bias = torch.stack([conv.bias for conv in self.conv_b])
+        ab = _PairProjection.apply(x, ab_weight, phi_bias).view(n * k, 2, ci * t, v)  # C'*T channel-major
         # theta^T phi: the official permute(0, 3, 1, 2).view(N, V, C'*T) @ view(N, C'*T, V)
         scores = SubsetScores.apply(ab).view(n, k, v, v)
+        scores = cancelled_bias(scores, torch.stack([conv.bias for conv in self.conv_a]))
         att = torch.softmax(scores / (ci * t), dim=-2)  # (N, K, V, V)
         adjacency = att + (self.A + self.PA)  # (N, K, V, V)
         # sum_k conv_d_k(x @ M_k): the graph convolution with one adjacency per sample (C++ kernel:

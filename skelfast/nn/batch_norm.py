@@ -33,12 +33,8 @@ def dropout_keep(p: float, training: bool, x: torch.Tensor) -> tuple[torch.Tenso
     return keep_mask(x.shape, p, x.device), 1.0 / (1.0 - p)
 
 
-class _BiasCancelledByBatchNorm(torch.autograd.Function):
-    """x unchanged, with ``bias`` attached to the graph: the bias before a BatchNorm that normalises
-    with batch statistics, which subtracts every channel's mean and so cancels a per-channel bias
-    exactly. Its gradient, the sum of the BatchNorm's input gradient over a channel, is exactly zero
-    (the official chain gets rounding noise there); it is returned as zeros rather than None so the
-    optimizer treats the bias as the official run does (weight decay, momentum buffers)."""
+class _CancelledBias(torch.autograd.Function):
+    """x unchanged, with ``bias`` attached to the graph with its exact gradient, zero."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
@@ -48,6 +44,17 @@ class _BiasCancelledByBatchNorm(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: ANN001
         return grad, grad.new_zeros(ctx.bias_shape)
+
+
+def cancelled_bias(x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``x``, with ``bias`` (any shape) attached to autograd: for a bias that what follows cancels
+    exactly, so it is never added (a BatchNorm with batch statistics subtracts every channel's mean;
+    the AGCN's attention softmax cancels theta's bias). Its gradient is exactly zero (the official
+    chain gets rounding noise there) and is returned as zeros rather than None, so the optimizer
+    treats the parameter as the official run does (weight decay, momentum buffers)."""
+    if bias.requires_grad and torch.is_grad_enabled():
+        return _CancelledBias.apply(x, bias)
+    return x
 
 
 def bn_act(
@@ -79,8 +86,8 @@ def bn_act(
     if bias is not None:
         if not batch_stats:
             x = x + bias.view((1, -1) + (1,) * (x.dim() - 2))
-        elif bias.requires_grad and torch.is_grad_enabled():
-            x = _BiasCancelledByBatchNorm.apply(x, bias)
+        else:
+            x = cancelled_bias(x, bias)
     if shifted_mean:
         # the op moves the mean it is given towards mean(x); the official chain moves the running
         # mean towards mean(x) + bias. The op gets zeros (-> factor mean(x)) and the running mean
