@@ -5,12 +5,13 @@ Module and parameter names follow the official code (``l1`` ... ``l10``, ``gcn1`
 
 The adaptive graph convolution computes ``sum_k conv_d[k](x @ (A_k + PA_k + C_k))`` with the
 three subsets batched: the three ``conv_a`` and ``conv_b`` run as one 1x1 convolution (a batched
-GEMM, ``pointwise_conv``: several times faster than oneDNN's NCHW convolution at these shapes), and
+GEMM, as ``pointwise_conv``: several times faster than oneDNN's NCHW convolution at these shapes), and
 the aggregation with the three conv_d is ``skelfast.ops.graph_conv`` with one adjacency per sample
 (C_k depends on x): per sample x @ M_k, then one GEMM over the K*C_in channels (the official order,
 the cheaper one while C_in <= C_out, as in every unit), without the (N, K*C_in, T, V) tensor the
 unfused form stacks. Every convolution bias that a BatchNorm follows (conv_d, down, tcn, residual)
-goes to ``bn_act``, which in training mode cancels it rather than adding it (``bn_act``'s ``bias``).
+goes to ``bn_act``, which in training mode cancels it rather than adding it (``bn_act``'s ``bias``);
+conv_a's (theta's) biases are never added, since the attention's softmax cancels them in any mode.
 """
 
 from __future__ import annotations
