@@ -82,22 +82,24 @@ def bn_act(
     batch_stats = bn.training or (bn.running_mean is None and bn.running_var is None)
     use_running = not bn.training or bn.track_running_stats
     running_mean = bn.running_mean if use_running else None
-    shifted_mean = bias is not None and batch_stats and bn.training and running_mean is not None
     if bias is not None:
         if not batch_stats:
             x = x + bias.view((1, -1) + (1,) * (x.dim() - 2))
         else:
             x = cancelled_bias(x, bias)
-    if shifted_mean:
-        # the op moves the mean it is given towards mean(x); the official chain moves the running
-        # mean towards mean(x) + bias. The op gets zeros (-> factor mean(x)) and the running mean
-        # is updated after it: not in place before, since the reference saves what it is given
-        running_mean = torch.zeros_like(bn.running_mean)
+    # the op moves the running mean it is given towards mean(x); the official chain, towards
+    # mean(x) + bias. So the op gets zeros (-> factor mean(x)) and the running mean is updated after
+    # it: not in place before, since the reference backend saves the running mean it is given
+    mean_step = (
+        torch.zeros_like(running_mean)
+        if bias is not None and bn.training and running_mean is not None
+        else None
+    )
     out = batch_norm_act(
         x,
         bn.weight,
         bn.bias,
-        running_mean,
+        running_mean if mean_step is None else mean_step,
         bn.running_var if use_running else None,
         batch_stats,
         factor,
@@ -107,7 +109,7 @@ def bn_act(
         keep_scale,
         relu,
     )
-    if shifted_mean:
+    if mean_step is not None:
         with torch.no_grad():
-            bn.running_mean.mul_(1.0 - factor).add_(running_mean).add_(bias, alpha=factor)
+            running_mean.mul_(1.0 - factor).add_(mean_step).add_(bias, alpha=factor)
     return out
