@@ -22,7 +22,7 @@ int main() {
   const bool avx2 = __builtin_cpu_supports("avx2"), avx512 = __builtin_cpu_supports("avx512f");
   long compared_avx2 = 0, compared_avx512 = 0, bad_avx2 = 0, bad_avx512 = 0;
   for (uint64_t key : {0ull, 7ull, 123456789ull, (1ull << 40) + 123, (1ull << 62) - 5}) {
-    for (int64_t count : {1, 31, 32, 33, 63, 64, 65, 127, 1950, 7501}) {
+    for (int64_t count : {1, 31, 32, 33, 63, 64, 65, 127, 128, 129, 191, 192, 255, 1950, 7501}) {
       std::vector<float> normals(count);
       std::vector<uint32_t> words(count);
       normal_fill_scalar(key, 0, count, normals.data());
