@@ -11,8 +11,11 @@
 //   3. axis mask, stream (joint / bone / motion), joint mask with the fill value, written to out.
 // Steps 1-2 go through two (C, T_out, V*M) buffers per thread, with zero rows around each channel
 // for the blur (`Padded`; tens of KB: cache resident), so x is read once and the output written
-// once. The noise is drawn here, per noisy sample, from the stream every backend shares
-// (csrc/random/philox.h, key noise_seed + n); the blur taps come from Python.
+// once. Without the blur (and in the joint stream) step 1 writes the output rows directly. On
+// AVX-512 CPUs, float32 rows of at most 64 values (NTU's 50) take step 1 a frame at a time in
+// registers (frames_avx512); the generic loops run everything else. The noise is drawn here, per
+// noisy sample, from the stream every backend shares (csrc/random/philox.h, key noise_seed + n);
+// the blur taps come from Python.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -21,13 +24,14 @@
 #include <atomic>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "../cpu_isa.h"
 #include "../random/philox.h"
 
 #if defined(__x86_64__)
-#include <xmmintrin.h>  // _mm_getcsr / _mm_setcsr: denormals as zero in the blur
+#include <immintrin.h>  // the AVX-512 frame pass; _mm_getcsr / _mm_setcsr: denormals as zero in the blur
 #endif
 
 namespace skelfast {
@@ -178,6 +182,120 @@ void blur_sample(const scalar_t* y, scalar_t* blurred, const scalar_t* taps, int
 #endif
 }
 
+// Step 1 of one float32 sample, frame by frame, with every row of the frame in registers: for data
+// whose frames are contiguous rows of at most 64 values (NTU: 25 joints x 2 bodies = 50), four
+// AVX-512 vectors a row, the last one partly masked. The generic loops below make a pass over memory
+// per operation on 50-value rows (loop overhead and a masked tail each time) and read the joint map
+// one value at a time; here the three input rows are interpolated, permuted in registers (two
+// two-source permutes and a blend a vector) and multiplied by the matrices, and noise, axis mask and
+// joint mask applied, before one store per output row. The same operations in the same order as
+// the generic loops, without FMA: the same bits.
+struct FrameJob {
+  const float* x;  // sample n of x; frame a of channel d is the row at x + d sc + a st
+  int64_t sc, st, T, VM;
+  const int64_t *i0, *i1;  // the sample's temporal taps (T each)
+  const float* w;
+  const int64_t* column;  // output column j reads input column column[j]; nullptr: the identity
+  const float* e_all;     // one matrix for every joint (9), or nullptr: per-column matrices in coef
+  const float* coef;      // coef[k VM + j] = E[k] of output column j
+  const float* z;         // the sample's normals (3, T, VM), or nullptr: no noise
+  float noise_std;
+  float* dst;  // output row (c, t) at dst + c dst_channel + t VM
+  int64_t dst_channel;
+  const float* keep;  // direct to the output: the axis multipliers (3) and the joint mask; else nullptr
+  const int64_t *masked_at, *masked_cols;
+  float fill;
+  // the sample this thread most likely takes next (nullptr: none): its rows of x and of the output
+  // are prefetched a frame at a time, so that they arrive from memory while this sample computes
+  const float* next_x;
+  const int64_t *next_i0, *next_i1;
+  float* next_out;  // its output, (3, T, VM) contiguous
+};
+
+// Every cache line of [p, p + bytes), for reading or for writing
+template <int kWrite>
+__attribute__((always_inline)) inline void prefetch_bytes(const void* p, int64_t bytes) {
+  const char* c = static_cast<const char*>(p);
+  for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(c + o, kWrite, 3);
+  __builtin_prefetch(c + bytes - 1, kWrite, 3);
+}
+
+#ifdef SKELFAST_GCC_X86_FORMS
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,prfchw"), optimize("fp-contract=off"))) void frames_avx512(
+    const FrameJob& job) {
+  const int64_t VM = job.VM, T = job.T;
+  const int vectors = static_cast<int>((VM + 15) / 16);
+  __mmask16 lanes[4];  // the valid lanes of each vector of a row
+  __m512i index[4];    // the joint map: lane l of vector q reads lane index & 31 of (r0, r1) or of (r2, r3)
+  __mmask16 upper[4];  // ... of (r2, r3) where its input column is 32 or more
+  for (int q = 0; q < 4; ++q) {
+    const int64_t left = std::min<int64_t>(16, std::max<int64_t>(0, VM - 16 * q));
+    lanes[q] = static_cast<__mmask16>((1u << left) - 1u);
+    alignas(64) int32_t idx[16];
+    unsigned high = 0;
+    for (int l = 0; l < 16; ++l) {
+      const int64_t j = 16 * q + l;
+      const int64_t col = job.column != nullptr && j < VM ? job.column[j] : j;
+      idx[l] = static_cast<int32_t>(col & 31);
+      high |= static_cast<unsigned>(col >= 32) << l;
+    }
+    index[q] = _mm512_load_si512(idx);
+    upper[q] = static_cast<__mmask16>(high);
+  }
+  __m512 e[9];
+  for (int k = 0; k < 9 && job.e_all != nullptr; ++k) e[k] = _mm512_set1_ps(job.e_all[k]);
+  const __m512 noise_std = _mm512_set1_ps(job.noise_std);
+  for (int64_t t = 0; t < T; ++t) {
+    if (job.next_x != nullptr) {
+      for (int d = 0; d < 3; ++d) {
+        prefetch_bytes<0>(job.next_x + d * job.sc + job.next_i0[t] * job.st, VM * 4);
+        if (job.next_i1[t] != job.next_i0[t]) prefetch_bytes<0>(job.next_x + d * job.sc + job.next_i1[t] * job.st, VM * 4);
+        prefetch_bytes<1>(job.next_out + (d * T + t) * VM, VM * 4);
+      }
+    }
+    const float wb = job.w[t];
+    const __m512 wa_v = _mm512_set1_ps(1.0f - wb), wb_v = _mm512_set1_ps(wb);
+    __m512 p[3][4];
+    for (int d = 0; d < 3; ++d) {
+      const float* ra = job.x + d * job.sc + job.i0[t] * job.st;
+      const float* rb = job.x + d * job.sc + job.i1[t] * job.st;
+      __m512 r[4];
+      for (int q = 0; q < 4; ++q) {
+        r[q] = _mm512_maskz_loadu_ps(lanes[q], ra + 16 * q);
+        if (wb != 0.0f)
+          r[q] = _mm512_add_ps(_mm512_mul_ps(r[q], wa_v), _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes[q], rb + 16 * q), wb_v));
+      }
+      for (int q = 0; q < 4; ++q)
+        p[d][q] = job.column == nullptr ? r[q]
+                                        : _mm512_mask_blend_ps(upper[q], _mm512_permutex2var_ps(r[0], index[q], r[1]),
+                                                               _mm512_permutex2var_ps(r[2], index[q], r[3]));
+    }
+    for (int c = 0; c < 3; ++c) {
+      float* row = job.dst + c * job.dst_channel + t * VM;
+      for (int q = 0; q < vectors; ++q) {
+        __m512 e0, e1, e2;
+        if (job.e_all != nullptr) {
+          e0 = e[3 * c], e1 = e[3 * c + 1], e2 = e[3 * c + 2];
+        } else {
+          const float* ec = job.coef + 3 * c * VM + 16 * q;
+          e0 = _mm512_maskz_loadu_ps(lanes[q], ec);
+          e1 = _mm512_maskz_loadu_ps(lanes[q], ec + VM);
+          e2 = _mm512_maskz_loadu_ps(lanes[q], ec + 2 * VM);
+        }
+        __m512 acc = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(e0, p[0][q]), _mm512_mul_ps(e1, p[1][q])),
+                                   _mm512_mul_ps(e2, p[2][q]));
+        if (job.z != nullptr)
+          acc = _mm512_add_ps(acc, _mm512_mul_ps(noise_std, _mm512_maskz_loadu_ps(lanes[q], job.z + (c * T + t) * VM + 16 * q)));
+        if (job.keep != nullptr) acc = _mm512_mul_ps(acc, _mm512_set1_ps(job.keep[c]));
+        _mm512_mask_storeu_ps(row + 16 * q, lanes[q], acc);
+      }
+      if (job.keep != nullptr)
+        for (int64_t i = job.masked_at[t]; i < job.masked_at[t + 1]; ++i) row[job.masked_cols[i]] = job.fill;
+    }
+  }
+}
+#endif
+
 template <typename scalar_t>
 void augment_kernel(const Tensor& x, const int64_t* i0, const int64_t* i1, const float* w,
                     const Tensor& matrix_t, const Tensor& joint_matrix_t, const Tensor& select_t,
@@ -209,6 +327,8 @@ void augment_kernel(const Tensor& x, const int64_t* i0, const int64_t* i1, const
   std::atomic<int64_t> next_sample{0};
   const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(N, at::get_num_threads()));
   const bool x_rows = sm == 1 && sv == M;  // a frame's (V, M) values are contiguous in x
+  // step 1 with each frame's rows in AVX-512 registers (frames_avx512)
+  const bool frame_registers = std::is_same_v<scalar_t, float> && x_rows && VM <= 64 && cpu_isa_level() == 2;
   // the joint mask is shared by the batch: per frame t, the masked columns v * M + m are
   // masked_cols[masked_at[t] .. masked_at[t + 1])
   std::vector<int64_t> masked_at(T + 1, 0), masked_cols;
@@ -222,9 +342,12 @@ void augment_kernel(const Tensor& x, const int64_t* i0, const int64_t* i1, const
     // zero pad rows written once: the passes below write only the T rows of each channel
     std::vector<scalar_t> y(layout.size(), scalar_t(0)), blurred(layout.size()), coef(9 * VM), p(3 * VM);
     std::vector<int64_t> column(VM);
+    std::vector<float> keep_f(3);
     std::vector<float> noise;
     for (int64_t n = next_sample++; n < N; n = next_sample++) {
       const scalar_t* xn = xp + n * sn;
+      // samples go to the threads in turn, roughly: this one's next is most likely `workers` on
+      const int64_t next = n + workers;
       // coef[(c * 3 + d) * VM + v * M + m] = E_v[c, d], in the compute type (the reference's .to(cdt)),
       // where some joint takes the second matrix; else one matrix for all (the same products)
       bool identity_source = true, one_matrix = true;
@@ -253,8 +376,25 @@ void augment_kernel(const Tensor& x, const int64_t* i0, const int64_t* i1, const
       // and the row goes straight to the output (the same operations in the same order as step 3)
       const bool direct = !blur_on[n] && stream == kStreamJoint;
       scalar_t* on = outp + n * sample_size;
+      bool frames_done = false;
+#ifdef SKELFAST_GCC_X86_FORMS
+      if constexpr (std::is_same_v<scalar_t, float>) {
+        if (frame_registers) {
+          if (direct)
+            for (int c = 0; c < 3; ++c) keep_f[c] = static_cast<float>(keep[n * 3 + c]);
+          const FrameJob job{xn, sc, st, T, VM, i0 + n * T, i1 + n * T, w + n * T,
+                             identity_source ? nullptr : column.data(), one_matrix ? e_all : nullptr, coef.data(),
+                             z, std_n, direct ? on : y.data() + layout.row(0, 0), direct ? T * VM : (T + R) * VM,
+                             direct ? keep_f.data() : nullptr, masked_at.data(), masked_cols.data(), fill,
+                             next < N ? xp + next * sn : nullptr, next < N ? i0 + next * T : nullptr,
+                             next < N ? i1 + next * T : nullptr, next < N ? outp + next * sample_size : nullptr};
+          frames_avx512(job);
+          frames_done = true;
+        }
+      }
+#endif
       // 1. time (two taps), joint map, per-joint matrices, noise; row by row over (V, M)
-      for (int64_t t = 0; t < T; ++t) {
+      for (int64_t t = 0; t < T && !frames_done; ++t) {
         const int64_t a = i0[n * T + t], b = i1[n * T + t];
         const scalar_t wb = static_cast<scalar_t>(w[n * T + t]);
         const scalar_t wa = scalar_t(1) - wb;
@@ -330,30 +470,37 @@ void augment_kernel(const Tensor& x, const int64_t* i0, const int64_t* i1, const
         blur_sample(y.data(), blurred.data(), tp, first, last, layout);
         pre = blurred.data();
       }
-      // 3. axis mask, stream, joint mask
+      // 3. axis mask, stream, joint mask; a channel's T rows are contiguous in both layouts, so the
+      // joint and motion streams are one run over them
       for (int64_t c = 0; c < C; ++c) {
         const scalar_t kc = static_cast<scalar_t>(keep[n * 3 + c]);
-        for (int64_t t = 0; t < T; ++t) {
-          const scalar_t* row = pre + layout.row(c, t);
-          scalar_t* dst = on + (c * T + t) * VM;
-          if (stream == kStreamJoint) {
-            for (int64_t j = 0; j < VM; ++j) dst[j] = row[j] * kc;
-          } else if (stream == kStreamBone) {
-            for (int64_t v = 0; v < V; ++v) {
-              const int64_t pv = parents[v];
-              for (int64_t m = 0; m < M; ++m) dst[v * M + m] = row[v * M + m] * kc - row[pv * M + m] * kc;
-            }
-          } else if (t + 1 < T) {
-            const scalar_t* next = row + VM;
-            for (int64_t j = 0; j < VM; ++j) dst[j] = next[j] * kc - row[j] * kc;
-          } else {
-            for (int64_t j = 0; j < VM; ++j) dst[j] = scalar_t(0);
-          }
-          for (int64_t i = masked_at[t]; i < masked_at[t + 1]; ++i) dst[masked_cols[i]] = fill;
+        const scalar_t* rows = pre + layout.row(c, 0);
+        scalar_t* dst = on + c * T * VM;
+        if (stream == kStreamJoint) {
+          for (int64_t j = 0; j < T * VM; ++j) dst[j] = rows[j] * kc;
+        } else if (stream == kStreamMotion) {  // frame t + 1 minus frame t; the last frame zero
+          for (int64_t j = 0; j < (T - 1) * VM; ++j) dst[j] = rows[j + VM] * kc - rows[j] * kc;
+          for (int64_t j = (T - 1) * VM; j < T * VM; ++j) dst[j] = scalar_t(0);
+        } else {
+          for (int64_t t = 0; t < T; ++t)
+            for (int64_t v = 0; v < V; ++v)
+              for (int64_t m = 0; m < M; ++m) {
+                const int64_t j = t * VM + v * M + m, parent = t * VM + parents[v] * M + m;
+                dst[j] = rows[j] * kc - rows[parent] * kc;
+              }
         }
+        for (int64_t t = 0; t < T; ++t)
+          for (int64_t i = masked_at[t]; i < masked_at[t + 1]; ++i) dst[t * VM + masked_cols[i]] = fill;
       }
     }
   });
+}
+
+// Every value of a contiguous int64 tensor in [lo, hi]: one loop over a small per-sample table
+// rather than two reduction kernels and their .item()s
+bool all_in(const Tensor& t, int64_t lo, int64_t hi) {
+  const int64_t* p = t.const_data_ptr<int64_t>();
+  return std::all_of(p, p + t.numel(), [&](int64_t v) { return v >= lo && v <= hi; });
 }
 
 Tensor augment_cpu(const Tensor& x, const Tensor& valid, const Tensor& start, const Tensor& length,
@@ -402,13 +549,10 @@ Tensor augment_cpu(const Tensor& x, const Tensor& valid, const Tensor& start, co
   const Tensor validc = i64(valid), startc = i64(start), lengthc = i64(length), reversec = b8(reverse);
   const Tensor sourcec = i64(joint_source), parentsc = i64(parents);
   const Tensor noise_stdc = f64(noise_std);
-  TORCH_CHECK(validc.min().item<int64_t>() >= 1 && validc.max().item<int64_t>() <= T_in,
-              "augment_cpu: valid lengths must be in [1, T_in=", T_in, "]");
-  TORCH_CHECK(lengthc.min().item<int64_t>() >= 1, "augment_cpu: length must be >= 1");
-  TORCH_CHECK(sourcec.min().item<int64_t>() >= 0 && sourcec.max().item<int64_t>() < V,
-              "augment_cpu: joint_source must index joints in [0, ", V, ")");
-  TORCH_CHECK(parentsc.min().item<int64_t>() >= 0 && parentsc.max().item<int64_t>() < V,
-              "augment_cpu: parents must index joints in [0, ", V, ")");
+  TORCH_CHECK(all_in(validc, 1, T_in), "augment_cpu: valid lengths must be in [1, T_in=", T_in, "]");
+  TORCH_CHECK(all_in(lengthc, 1, std::numeric_limits<int64_t>::max()), "augment_cpu: length must be >= 1");
+  TORCH_CHECK(all_in(sourcec, 0, V - 1), "augment_cpu: joint_source must index joints in [0, ", V, ")");
+  TORCH_CHECK(all_in(parentsc, 0, V - 1), "augment_cpu: parents must index joints in [0, ", V, ")");
   TORCH_CHECK(noise_seed >= 0 && noise_seed <= std::numeric_limits<int64_t>::max() - N,
               "augment_cpu: noise_seed must be in [0, 2^63 - N), got ", noise_seed);
   TORCH_CHECK(3 * T * V * M < (int64_t{1} << 34), "augment_cpu: a sample of 3 x ", T, " x ", V, " x ", M,

@@ -217,6 +217,48 @@ def test_cpp_blur_forms_give_the_same_bits(tmp_path):
             assert torch.equal(results[isa][i], results["avx512"][i]), (isa, dtype)
 
 
+@requires_cpp
+def test_cpp_forms_give_the_same_bits(tmp_path):
+    """The whole C++ op in each instruction-set form (child processes, SKELFAST_CPU_ISA): on AVX-512
+    float32 rows of at most 64 values (V M = 50 and 17) go through the register frame pass
+    (frames_avx512: interpolation, joint map by permutes, per-joint matrices, noise, axis and joint
+    mask), wider rows (V M = 75) and float64 through the generic loops, which the other forms run for
+    everything. No form contracts to FMA, so all give the same bits; each also meets the reference."""
+    cases = []
+    for shape, stream in [
+        ((3, 50, 25, 2, 16), "joint"),
+        ((3, 50, 25, 2, 16), "bone"),
+        ((3, 50, 25, 2, 16), "motion"),
+        ((2, 7, 17, 1, 5), "joint"),
+        ((2, 9, 25, 3, 6), "joint"),
+    ]:
+        n, t_in, v, m, t_out = shape
+        x, valid = _data(n, t_in, v, m)
+        for dtype in (torch.float32, torch.float64):
+            cases.append(
+                (x.to(dtype), valid, _step_params("all", valid, v, t_out).replace(stream=stream), _parents(v))
+            )
+    inputs = tmp_path / "inputs.pt"
+    torch.save(cases, inputs)
+    script = (
+        "import sys, torch\n"
+        "from skelfast.ops.augment import augment_cpp\n"
+        "cases = torch.load(sys.argv[1].replace('.pt', '_inputs.pt'), weights_only=False)\n"
+        "torch.save([augment_cpp(x, valid, p, torch.tensor(0.25), parents) for x, valid, p, parents in cases],"
+        " sys.argv[1])\n"
+    )
+    for isa in ("baseline", "avx2", "avx512"):
+        (tmp_path / f"{isa}_inputs.pt").write_bytes(inputs.read_bytes())
+    results = run_per_isa(script, tmp_path)
+    for i, (x, valid, p, parents) in enumerate(cases):
+        what = f"case {i}: {tuple(x.shape)} {x.dtype} {p.stream}"
+        expected = reference(x, valid, p, torch.tensor(0.25), parents)
+        # the float32 tolerance for float64 too: the noise is float32 normals, a few ulps from torch's
+        assert_close(results["avx512"][i], expected, ATOL, RTOL, what)
+        for isa in ("baseline", "avx2"):
+            assert torch.equal(results[isa][i], results["avx512"][i]), f"{isa} {what}"
+
+
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_cpu_noise_is_the_reference_stream(backend):
     """Noise alone (no interpolation, identity matrix): (out - x) / std is the reference stream for
