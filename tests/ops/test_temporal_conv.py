@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from skelfast import backends, reference, use_backend
 from skelfast.ops import temporal_conv
-from skelfast.ops.temporal_conv import frequency_matrices, prefers_frequency
+from skelfast.ops.temporal_conv import frequency_matrices, frequency_points, prefers_frequency
 from tests.utils import assert_close, run_child
 
 cpp_missing = backends.cpp_reason(torch.device("cpu"), torch.float32, (torch.float32,))
@@ -89,6 +89,16 @@ def test_matrices_reproduce_the_dft_definition():
     assert (
         a.shape[0] == g.shape[0] == b.shape[1] == 16
     )  # n = 11: bin 0 real (one product), five complex bins (three)
+
+
+def test_frequency_points_counts_the_rows_the_matrices_have():
+    """prefers_frequency (the auto choice) reads P from frequency_points' formula, while the
+    matrices derive it by building the rows: they must agree for every length, odd and even n."""
+    for kernel in (1, 3, 5, 7, 9, 15):
+        for frames in [*range(1, 70), 100, 150, 300]:
+            a, g, b = frequency_matrices(frames, kernel, 1, torch.float64)
+            points = frequency_points(frames, kernel)
+            assert a.shape[0] == g.shape[0] == b.shape[1] == points, (frames, kernel)
 
 
 @requires_cpp
