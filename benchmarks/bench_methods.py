@@ -11,8 +11,12 @@ Besides the full step, each row times the forward alone (fused and reference, au
 reference forward under ``torch.compile(dynamic=False)`` (loss only; graph breaks such as the
 recipes' ``int(valid.min())`` are allowed, so it compiles several graphs), and one
 step's peak extra memory for both paths. A compile that fails or runs past
-``SKELFAST_BENCH_COMPILE_LIMIT_S`` (default 180 s) is reported as "n/a (why)" in its cell;
-``SKELFAST_BENCH_METHOD_COMPILE=0`` skips it.
+``SKELFAST_BENCH_COMPILE_LIMIT_S`` (default 180 s) or grows the process by more than
+``SKELFAST_BENCH_COMPILE_MEMORY`` (default 0.6) of the memory available when it starts is reported
+as "n/a (why)" in its cell (ISC's reference, whose traced graph unrolls the GRUs' 64 frames, grew
+past this machine's 24 GiB and the kernel killed the whole run); ``SKELFAST_BENCH_METHOD_COMPILE=0``
+skips it. The table and results.csv are written after each method, so a run that stops keeps the
+rows it finished.
 
 ``attainable x reference`` bounds what an implementation that keeps oneDNN's convolutions can
 reach: the reference step over (the method's convolutions alone on oneDNN, timed in the same turns,
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import gc
 import os
 import signal
 import threading
@@ -53,6 +58,7 @@ from benchmarks.common import (
 from skelfast import use_backend
 from skelfast.configs import load_config
 from skelfast.data import normalize, synthetic
+from skelfast.engine.allocator import release_free_memory
 from skelfast.methods import build_method
 
 TARGETS = {"hico": 1.2, "hiclr": 1.5, "isc": 1.5, "crrl": 1.2}
@@ -80,30 +86,61 @@ def _trainer(name: str, config: dict) -> tuple[torch.nn.Module, torch.optim.Opti
 
 
 COMPILE_LIMIT_S = float(os.environ.get("SKELFAST_BENCH_COMPILE_LIMIT_S", "180"))
+COMPILE_MEMORY = float(os.environ.get("SKELFAST_BENCH_COMPILE_MEMORY", "0.6"))
 
 
 class CompileTimeout(Exception):
-    """torch.compile of a method's reference forward ran past ``COMPILE_LIMIT_S``."""
+    """torch.compile of a method's reference forward ran past ``COMPILE_LIMIT_S``, or grew the
+    process past its memory allowance."""
+
+
+def resident_bytes() -> int | None:
+    """This process's resident memory (Linux /proc), None where it cannot be read."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def available_bytes() -> int | None:
+    """The memory the kernel can give without swapping (Linux MemAvailable), None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 @contextlib.contextmanager
-def _time_limit(seconds: float) -> Iterator[None]:
-    """Raise :class:`CompileTimeout` in this thread after ``seconds`` (SIGALRM; no limit where the
-    platform or thread has none). Dynamo and inductor compile in Python, so the alarm interrupts
-    them; it repeats every second after the deadline because the compiler catches and swallows
-    some exceptions (a single alarm let one tiny-config compile run 689 s past a 3 s limit)."""
+def _compile_limits(seconds: float, extra_bytes: int | None) -> Iterator[None]:
+    """Raise :class:`CompileTimeout` in this thread once ``seconds`` have passed or the process has
+    grown by more than ``extra_bytes`` (None: no memory limit): a SIGALRM every second checks both
+    (no limit where the platform or thread has no such timer). Dynamo and inductor compile in
+    Python, so the alarm interrupts them; it keeps repeating because the compiler catches and
+    swallows some exceptions (a single alarm let one tiny-config compile run 689 s past a 3 s limit).
+    The memory check turns what would be the kernel's OOM kill of the whole run into one "n/a" cell."""
     usable = hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
     if not usable or seconds <= 0:
         yield
         return
-    armed = [True]
+    armed, start = [True], time.perf_counter()
+    start_rss = resident_bytes() if extra_bytes is not None else None
 
-    def expire(signum: int, frame: object) -> None:
-        if armed[0]:  # not once the block has ended: the raise would escape the cleanup below
+    def check(signum: int, frame: object) -> None:
+        if not armed[0]:  # not once the block has ended: the raise would escape the cleanup below
+            return
+        if time.perf_counter() - start > seconds:
             raise CompileTimeout(f"compile took > {seconds:.0f} s")
+        rss = resident_bytes() if start_rss is not None else None
+        if rss is not None and extra_bytes is not None and rss - start_rss > extra_bytes:
+            raise CompileTimeout(f"compile grew the process by > {extra_bytes / 2**30:.1f} GiB")
 
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds, 1.0)
+    previous = signal.signal(signal.SIGALRM, check)
+    signal.setitimer(signal.ITIMER_REAL, min(1.0, seconds), 1.0)
     try:
         yield
     finally:
@@ -132,12 +169,16 @@ def _compiled_reference_forward(
         with use_backend("reference"):
             return compiled_loss(x, lengths, generator.manual_seed(0))
 
+    release_free_memory()  # the fused and reference paths' freed heap, before the compiler's own
     start = time.perf_counter()
+    available = available_bytes()
     try:
-        with _time_limit(COMPILE_LIMIT_S):
+        with _compile_limits(COMPILE_LIMIT_S, None if available is None else int(COMPILE_MEMORY * available)):
             call()
+        gc.collect()  # the first call's graph (see run_case)
     except Exception as e:  # noqa: BLE001 - any compiler failure is a result to report, not a crash
         torch._dynamo.reset()
+        gc.collect()  # what the stopped compile held, before the timed turns
         cause: BaseException | None = e
         while cause is not None and not isinstance(cause, CompileTimeout):  # dynamo wraps it
             cause = cause.__cause__ or cause.__context__
@@ -191,7 +232,12 @@ def run_case(name: str, batch: int | None = None, repeats: int = 4) -> dict[str,
     )
     f_fused, f_ref = forward_times["fused"], forward_times["reference"]
     compiled_call, compile_note = _compiled_reference_forward(reference, x, lengths, generator)
-    f_compiled = time_fn(compiled_call, repeats=repeats, warmup=1) if compiled_call else None
+    # a collection after each compiled call, untimed: the compiled forward leaves its autograd graph
+    # in a reference cycle, so without one every call's activations stayed (ISC: ~5.7 GiB a call;
+    # the third call had the kernel kill the run)
+    f_compiled = (
+        time_fn(compiled_call, repeats=repeats, warmup=1, between=gc.collect) if compiled_call else None
+    )
 
     # the bound: the method's convolutions alone on oneDNN and every other FLOP of the reference
     # step at the sgemm rate, all timed in the same turns as the two steps
@@ -251,24 +297,29 @@ def main() -> list[dict[str, object]]:
         row = run_case(name.strip(), batch)
         print(row, flush=True)
         rows.append(row)
-    write_results(
-        "methods",
-        rows,
-        note="one pretraining step (forward, backward, SGD) at the official batch size; "
-        "fused = every op on its fastest backend, reference = use_backend('reference'). "
-        "'fwd' columns time the forward alone (views, momentum update, key pass, loss, enqueue; "
-        "autograd on); 'compiled reference fwd' is torch.compile(dynamic=False) of the reference "
-        f"forward returning the loss, n/a where it failed or compiled for more than {COMPILE_LIMIT_S:.0f} s "
-        "(the reason is in the cell). Peak MiB: one full step's peak extra memory (gradients included). "
-        "Targets apply to the full step ('x reference'). 'convolutions': the method's convolutions with "
-        "a kernel larger than one alone on oneDNN (as the reference runs them; forward only where the method runs "
-        "them without autograd, as in key encoders), timed in the same turns as the steps; "
-        "'attainable x reference': the reference step over (those convolutions + every other FLOP "
-        "of the reference step, counted by FlopCounterMode, at the sgemm rate of the same turns), the "
-        "most any implementation that keeps oneDNN's convolutions can reach (skelfast runs the temporal ones "
-        "of >= 128 channels in the frequency form, so it can pass it).",
-    )
+        # after each method: a run stopped later keeps this row; the next method compiles afresh
+        write_results("methods", rows, note=NOTE, csv_rows=[row])
+        torch._dynamo.reset()
+        gc.collect()
+        release_free_memory()
     return rows
+
+
+NOTE = (
+    "one pretraining step (forward, backward, SGD) at the official batch size; "
+    "fused = every op on its fastest backend, reference = use_backend('reference'). "
+    "'fwd' columns time the forward alone (views, momentum update, key pass, loss, enqueue; "
+    "autograd on); 'compiled reference fwd' is torch.compile(dynamic=False) of the reference "
+    f"forward returning the loss, n/a where it failed, compiled for more than {COMPILE_LIMIT_S:.0f} s "
+    f"or grew the process by more than {COMPILE_MEMORY:.0%} of the available memory (the reason is in the cell). Peak MiB: one full step's peak extra memory (gradients included). "
+    "Targets apply to the full step ('x reference'). 'convolutions': the method's convolutions with "
+    "a kernel larger than one alone on oneDNN (as the reference runs them; forward only where the method runs "
+    "them without autograd, as in key encoders), timed in the same turns as the steps; "
+    "'attainable x reference': the reference step over (those convolutions + every other FLOP "
+    "of the reference step, counted by FlopCounterMode, at the sgemm rate of the same turns), the "
+    "most any implementation that keeps oneDNN's convolutions can reach (skelfast runs the temporal ones "
+    "of >= 128 channels in the frequency form, so it can pass it)."
+)
 
 
 # --- pytest-benchmark cases (CI runs them once with --benchmark-disable: tiny models) -------------

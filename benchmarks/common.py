@@ -85,16 +85,27 @@ def _wall_ms(fn: Callable[[], object]) -> float:
     return (time.perf_counter() - t0) * 1e3
 
 
-def time_fn(fn: Callable[[], object], repeats: int = 10, warmup: int = 2, min_time_s: float = 0.0) -> Timing:
-    """Median and spread of one call of ``fn()``: wall time on the CPU, CUDA events on a GPU."""
+def time_fn(
+    fn: Callable[[], object],
+    repeats: int = 10,
+    warmup: int = 2,
+    min_time_s: float = 0.0,
+    between: Callable[[], object] | None = None,
+) -> Timing:
+    """Median and spread of one call of ``fn()``: wall time on the CPU, CUDA events on a GPU.
+    ``between`` runs after every call, untimed (e.g. ``gc.collect``)."""
     for _ in range(warmup):
         fn()
+        if between is not None:
+            between()
     _sync()
     one = _cuda_ms if on_cuda() else _wall_ms
     samples: list[float] = []
     start = time.perf_counter()
     while len(samples) < repeats or (time.perf_counter() - start) < min_time_s:
         samples.append(one(fn))
+        if between is not None:
+            between()
     return _timing(samples)
 
 
@@ -288,8 +299,14 @@ def markdown_table(rows: Sequence[dict[str, object]]) -> str:
     return "\n".join(lines)
 
 
-def write_results(name: str, rows: Sequence[dict[str, object]], note: str = "") -> str:
-    """Write ``results/<name>.md`` (a table, with the machine line) and append the rows to
+def write_results(
+    name: str,
+    rows: Sequence[dict[str, object]],
+    note: str = "",
+    csv_rows: Sequence[dict[str, object]] | None = None,
+) -> str:
+    """Write ``results/<name>.md`` (a table of ``rows``, with the machine line) and append
+    ``csv_rows`` (default: ``rows``; a benchmark that writes after each case passes the new one) to
     ``results/results.csv``; returns the markdown."""
     os.makedirs(RESULTS_DIR, exist_ok=True)
     info = machine()
@@ -305,7 +322,7 @@ def write_results(name: str, rows: Sequence[dict[str, object]], note: str = "") 
         writer = csv.writer(f)
         if new:
             writer.writerow(["date", "device", "torch", "benchmark", "case", "metric", "value"])
-        for row in rows:
+        for row in rows if csv_rows is None else csv_rows:
             case = row.get("case", "")
             for key, value in row.items():
                 if key != "case":

@@ -31,3 +31,27 @@ def test_time_interleaved_times_the_columns_in_turns():
     assert calls[3:] == ["a", "b", "c", "c", "b", "a", "a", "b", "c"]  # alternating order
     assert set(timings) == {"a", "b", "c"}
     assert all(t.q20_ms <= t.median_ms <= t.q80_ms for t in timings.values())
+
+
+def test_compile_limits_stop_a_block_past_its_time_or_memory_allowance():
+    """The guard around the methods benchmark's torch.compile: a block that runs past its seconds, or
+    grows the process past its allowance (the kernel OOM-killed a whole run compiling ISC's
+    reference), raises CompileTimeout naming which, within about a second of it."""
+    import time
+
+    import torch
+
+    from benchmarks.bench_methods import CompileTimeout, _compile_limits, resident_bytes
+
+    with pytest.raises(CompileTimeout, match="took > 1 s"):
+        with _compile_limits(1.0, None):
+            time.sleep(5)
+    if resident_bytes() is None:
+        pytest.skip("the memory check reads /proc/self/statm")
+    held = []
+    with pytest.raises(CompileTimeout, match="grew the process by > 0.1 GiB"):
+        with _compile_limits(60.0, 100 * 2**20):
+            while len(held) < 100:  # 800 MiB at most, should the check not fire
+                held.append(torch.ones(2 * 2**20))  # 8 MiB, written: resident
+                time.sleep(0.05)
+    assert 100 * 2**20 // (8 * 2**20) <= len(held) < 100

@@ -54,3 +54,21 @@ def _mallopt_thresholds() -> str:
     if mallopt(M_MMAP_THRESHOLD, THRESHOLD_BYTES) != 1 or mallopt(M_TRIM_THRESHOLD, THRESHOLD_BYTES) != 1:
         return "not applied: mallopt refused the thresholds"
     return f"glibc mmap/trim thresholds raised to {THRESHOLD_BYTES >> 20} MiB"
+
+
+def release_free_memory() -> bool:
+    """Return the free pages of every glibc arena to the system (``malloc_trim(0)``): with the raised
+    thresholds each arena otherwise stays at its peak, and a process that runs several large
+    workloads in turn (the methods benchmark: fused, reference and compiled steps) holds the sum of
+    their peaks. True where it ran (glibc)."""
+    name = ctypes.util.find_library("c")
+    try:
+        trim = ctypes.CDLL(name).malloc_trim if name is not None else None
+    except (OSError, AttributeError):
+        trim = None
+    if trim is None:
+        return False
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    trim(0)
+    return True
