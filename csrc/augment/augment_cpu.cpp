@@ -23,6 +23,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <iterator>
 #include <limits>
 #include <type_traits>
 #include <vector>
@@ -81,9 +82,10 @@ void temporal_taps(const int64_t* valid, const int64_t* start, const int64_t* le
 
 // The blur reads the sample from its padded layout (`Padded`): each channel's T rows of VM values
 // with R zero rows before it and after the last, consecutive channels sharing their R zero rows.
-// Blurring all three channels is then one stencil over the flat run from channel 0's first row to
-// channel 2's last, out[i] = sum_k taps[k] * in[i + (k - R) VM], with no per-row tap ranges and no
-// short tails; the 2R rows between channels are computed too (in the output's pad rows, never read).
+// Blurring a channel is then one stencil over its T rows, out[i] = sum_k taps[k] * in[i + (k - R) VM],
+// with no per-row tap ranges and no short tails: the joint stream's goes straight to the output (the
+// axis mask's multiplier applied), the bone and motion streams' is one run over the three channels
+// (the 2R rows between channels are computed too, in the buffer's pad rows, never read).
 struct Padded {
   int64_t T, VM, R;
   int64_t size() const { return (3 * (T + R) + R) * VM; }
@@ -91,42 +93,53 @@ struct Padded {
   int64_t run() const { return (3 * T + 2 * R) * VM; }  // values from row(0, 0) to the end of channel 2
 };
 
+// The blur's taps are symmetric (the Gaussian's weight at -j equals the one at +j, bit for bit), so
+// each output sums centre * w_0 + sum_{j=1..half} w_j (row -j + row +j): half the multiplies of the
+// plain stencil. The sum is scaled (the axis mask's multiplier, or 1) before its one store.
 // kVecs vectors of kBytes hold the sums in registers over the taps (GCC vector types: as plain
 // arrays the sums went through the stack at every tap). Each form below uses its target's own
 // register width: a 64-byte type on an AVX2 target became pairs of registers spilled at every tap
 // (the whole op 3x slower). No form contracts to FMA, so all give the same bits.
 template <typename scalar_t, int kBytes, int kVecs>
-__attribute__((always_inline)) inline void stencil_block(const scalar_t* src, scalar_t* dst, const scalar_t* taps,
-                                                        int64_t first, int64_t last, int64_t VM) {
+__attribute__((always_inline)) inline void stencil_block(const scalar_t* centre, scalar_t* dst, const scalar_t* taps,
+                                                        int64_t half, int64_t VM, scalar_t scale) {
   typedef scalar_t vec __attribute__((vector_size(kBytes)));
-  vec acc[kVecs] = {};
-  for (int64_t k = first; k < last; ++k) {
-    const vec wk = vec{} + taps[k];
-    const scalar_t* s = src + k * VM;
+  constexpr int64_t kLanes = kBytes / sizeof(scalar_t);
+  vec acc[kVecs];
+  const vec w0 = vec{} + taps[0];
+  for (int v = 0; v < kVecs; ++v) {
+    vec x;
+    std::memcpy(&x, centre + v * kLanes, sizeof x);
+    acc[v] = w0 * x;
+  }
+  for (int64_t j = 1; j <= half; ++j) {
+    const vec wj = vec{} + taps[j];
+    const scalar_t *before = centre - j * VM, *after = centre + j * VM;
     for (int v = 0; v < kVecs; ++v) {
-      vec x;
-      std::memcpy(&x, s + v * (kBytes / sizeof(scalar_t)), sizeof x);
-      acc[v] += wk * x;
+      vec xb, xa;
+      std::memcpy(&xb, before + v * kLanes, sizeof xb);
+      std::memcpy(&xa, after + v * kLanes, sizeof xa);
+      acc[v] += wj * (xb + xa);
     }
   }
+  for (int v = 0; v < kVecs; ++v) acc[v] = acc[v] * scale;
   std::memcpy(dst, acc, sizeof acc);
 }
 
-// dst[i] = sum_{k in [first, last)} taps[k] * src[i + k VM] for i in [0, count): blocks of kWide
-// vectors, then single vectors, then scalars
+// dst[i] = scale (taps[0] src[i] + sum_{j=1..half} taps[j] (src[i - j VM] + src[i + j VM])) for i in
+// [0, count): blocks of kWide vectors, then single vectors, then scalars
 template <typename scalar_t, int kBytes, int kWide>
-__attribute__((always_inline)) inline void stencil_run(const scalar_t* src, scalar_t* dst, const scalar_t* taps,
-                                                      int64_t first, int64_t last, int64_t VM, int64_t count) {
+__attribute__((always_inline)) inline void stencil_run(const scalar_t* centre, scalar_t* dst, const scalar_t* taps,
+                                                      int64_t half, int64_t VM, int64_t count, scalar_t scale) {
   constexpr int64_t kLanes = kBytes / sizeof(scalar_t);
   int64_t i = 0;
   for (; i + kWide * kLanes <= count; i += kWide * kLanes)
-    stencil_block<scalar_t, kBytes, kWide>(src + i, dst + i, taps, first, last, VM);
-  for (; i + kLanes <= count; i += kLanes)
-    stencil_block<scalar_t, kBytes, 1>(src + i, dst + i, taps, first, last, VM);
+    stencil_block<scalar_t, kBytes, kWide>(centre + i, dst + i, taps, half, VM, scale);
+  for (; i + kLanes <= count; i += kLanes) stencil_block<scalar_t, kBytes, 1>(centre + i, dst + i, taps, half, VM, scale);
   for (; i < count; ++i) {
-    scalar_t acc = 0;
-    for (int64_t k = first; k < last; ++k) acc += taps[k] * src[i + k * VM];
-    dst[i] = acc;
+    scalar_t acc = taps[0] * centre[i];
+    for (int64_t j = 1; j <= half; ++j) acc += taps[j] * (centre[i - j * VM] + centre[i + j * VM]);
+    dst[i] = acc * scale;
   }
 }
 
@@ -135,14 +148,14 @@ __attribute__((always_inline)) inline void stencil_run(const scalar_t* src, scal
 #ifdef SKELFAST_GCC_X86_FORMS
 template <typename scalar_t>
 __attribute__((target("avx512f"), optimize("fp-contract=off"))) void stencil_avx512(
-    const scalar_t* src, scalar_t* dst, const scalar_t* taps, int64_t first, int64_t last, int64_t VM, int64_t count) {
-  stencil_run<scalar_t, 64, 4>(src, dst, taps, first, last, VM, count);
+    const scalar_t* centre, scalar_t* dst, const scalar_t* taps, int64_t half, int64_t VM, int64_t count, scalar_t scale) {
+  stencil_run<scalar_t, 64, 4>(centre, dst, taps, half, VM, count, scale);
 }
 
 template <typename scalar_t>
 __attribute__((target("avx2"), optimize("fp-contract=off"))) void stencil_avx2(
-    const scalar_t* src, scalar_t* dst, const scalar_t* taps, int64_t first, int64_t last, int64_t VM, int64_t count) {
-  stencil_run<scalar_t, 32, 4>(src, dst, taps, first, last, VM, count);
+    const scalar_t* centre, scalar_t* dst, const scalar_t* taps, int64_t half, int64_t VM, int64_t count, scalar_t scale) {
+  stencil_run<scalar_t, 32, 4>(centre, dst, taps, half, VM, count, scale);
 }
 #endif
 
@@ -150,17 +163,16 @@ template <typename scalar_t>
 #if defined(__GNUC__) && !defined(__clang__)
 __attribute__((optimize("fp-contract=off")))
 #endif
-void stencil_baseline(const scalar_t* src, scalar_t* dst, const scalar_t* taps, int64_t first, int64_t last,
-                      int64_t VM, int64_t count) {
-  stencil_run<scalar_t, 16, 4>(src, dst, taps, first, last, VM, count);
+void stencil_baseline(const scalar_t* centre, scalar_t* dst, const scalar_t* taps, int64_t half, int64_t VM,
+                      int64_t count, scalar_t scale) {
+  stencil_run<scalar_t, 16, 4>(centre, dst, taps, half, VM, count, scale);
 }
 
-// blurred[c, t] = sum_k taps[k] y[c, t + k - R] (zero padded in time), both in the Padded layout
+// dst[i] = scale sum_k w_k y[i + (k - R) VM] for the `count` values from `centre` on, which lie in
+// the Padded layout (its zero rows pad time); taps[j] is w_{R + j} = w_{R - j}, j = 0 .. half
 template <typename scalar_t>
-void blur_sample(const scalar_t* y, scalar_t* blurred, const scalar_t* taps, int64_t first, int64_t last,
-                 const Padded& layout) {
-  const scalar_t* src = y + layout.row(0, 0) - layout.R * layout.VM;  // tap k reads row t + k - R
-  scalar_t* dst = blurred + layout.row(0, 0);
+void blur_run(const scalar_t* centre, scalar_t* dst, const scalar_t* taps, int64_t half, int64_t VM, int64_t count,
+              scalar_t scale) {
 #ifdef SKELFAST_GCC_X86_FORMS
   const int form = cpu_isa_level();  // 2 AVX-512, 1 AVX2, 0 baseline (SKELFAST_CPU_ISA caps it)
   // Denormals read and written as zero (DAZ | FTZ) for the stencil: small sigmas give outer taps
@@ -170,15 +182,15 @@ void blur_sample(const scalar_t* y, scalar_t* blurred, const scalar_t* taps, int
   const unsigned int csr = _mm_getcsr();
   _mm_setcsr(csr | 0x8040u);
   if (form == 2) {
-    stencil_avx512(src, dst, taps, first, last, layout.VM, layout.run());
+    stencil_avx512(centre, dst, taps, half, VM, count, scale);
   } else if (form == 1) {
-    stencil_avx2(src, dst, taps, first, last, layout.VM, layout.run());
+    stencil_avx2(centre, dst, taps, half, VM, count, scale);
   } else {
-    stencil_baseline(src, dst, taps, first, last, layout.VM, layout.run());
+    stencil_baseline(centre, dst, taps, half, VM, count, scale);
   }
   _mm_setcsr(csr);
 #else
-  stencil_baseline(src, dst, taps, first, last, layout.VM, layout.run());
+  stencil_baseline(centre, dst, taps, half, VM, count, scale);
 #endif
 }
 
@@ -452,6 +464,11 @@ void augment_kernel(const Tensor& x, const int64_t* i0, const int64_t* i1, const
         }
       }
       if (direct) continue;
+      // the joint mask (shared by the batch) on one channel (T, VM) of the output
+      const auto mask_channel = [&](scalar_t* dst) {
+        for (int64_t t = 0; t < T; ++t)
+          for (int64_t i = masked_at[t]; i < masked_at[t + 1]; ++i) dst[t * VM + masked_cols[i]] = fill;
+      };
       // 2. temporal blur, zero padded: blurred[t] = sum_k w_k y[t + k - R]
       const scalar_t* pre = y.data();
       if (blur_on[n]) {
@@ -463,22 +480,29 @@ void augment_kernel(const Tensor& x, const int64_t* i0, const int64_t* i1, const
           tp = many.data();
         }
         for (int64_t k = 0; k < K; ++k) tp[k] = static_cast<scalar_t>(blur_w[n * K + k]);
-        // taps that underflow to 0 (small sigma) add nothing: skip them
-        int64_t first = 0, last = K;
-        while (first < last && tp[first] == scalar_t(0)) ++first;
-        while (last > first && tp[last - 1] == scalar_t(0)) --last;
-        blur_sample(y.data(), blurred.data(), tp, first, last, layout);
+        // outer taps that underflow to 0 (small sigma) add nothing: skip them, a pair at a time
+        int64_t half = R;
+        while (half > 0 && tp[R + half] == scalar_t(0)) --half;
+        if (stream == kStreamJoint) {  // blur, axis mask and joint mask straight into the output
+          for (int64_t c = 0; c < C; ++c) {
+            blur_run(y.data() + layout.row(c, 0), on + c * T * VM, tp + R, half, VM, T * VM,
+                     static_cast<scalar_t>(keep[n * 3 + c]));
+            mask_channel(on + c * T * VM);
+          }
+          continue;
+        }
+        // one run over the three channels and the zero rows between them (computed, never read)
+        blur_run(y.data() + layout.row(0, 0), blurred.data() + layout.row(0, 0), tp + R, half, VM, layout.run(),
+                 scalar_t(1));
         pre = blurred.data();
       }
-      // 3. axis mask, stream, joint mask; a channel's T rows are contiguous in both layouts, so the
-      // joint and motion streams are one run over them
+      // 3. axis mask, stream, joint mask, for the bone and motion streams (the joint stream went to
+      // the output in step 1 or 2); a channel's T rows are contiguous in both layouts
       for (int64_t c = 0; c < C; ++c) {
         const scalar_t kc = static_cast<scalar_t>(keep[n * 3 + c]);
         const scalar_t* rows = pre + layout.row(c, 0);
         scalar_t* dst = on + c * T * VM;
-        if (stream == kStreamJoint) {
-          for (int64_t j = 0; j < T * VM; ++j) dst[j] = rows[j] * kc;
-        } else if (stream == kStreamMotion) {  // frame t + 1 minus frame t; the last frame zero
+        if (stream == kStreamMotion) {  // frame t + 1 minus frame t; the last frame zero
           for (int64_t j = 0; j < (T - 1) * VM; ++j) dst[j] = rows[j + VM] * kc - rows[j] * kc;
           for (int64_t j = (T - 1) * VM; j < T * VM; ++j) dst[j] = scalar_t(0);
         } else {
@@ -489,8 +513,7 @@ void augment_kernel(const Tensor& x, const int64_t* i0, const int64_t* i1, const
                 dst[j] = rows[j] * kc - rows[parent] * kc;
               }
         }
-        for (int64_t t = 0; t < T; ++t)
-          for (int64_t i = masked_at[t]; i < masked_at[t + 1]; ++i) dst[t * VM + masked_cols[i]] = fill;
+        mask_channel(dst);
       }
     }
   });
@@ -553,6 +576,15 @@ Tensor augment_cpu(const Tensor& x, const Tensor& valid, const Tensor& start, co
   TORCH_CHECK(all_in(lengthc, 1, std::numeric_limits<int64_t>::max()), "augment_cpu: length must be >= 1");
   TORCH_CHECK(all_in(sourcec, 0, V - 1), "augment_cpu: joint_source must index joints in [0, ", V, ")");
   TORCH_CHECK(all_in(parentsc, 0, V - 1), "augment_cpu: parents must index joints in [0, ", V, ")");
+  const Tensor blur_weightsc = blur_weights.to(at::kDouble).contiguous();
+  const double* bw = blur_weightsc.const_data_ptr<double>();
+  const int64_t K = blur_weights.size(1);
+  for (int64_t n = 0; n < N; ++n) {
+    const double* row = bw + n * K;
+    TORCH_CHECK(std::equal(row, row + K / 2, std::make_reverse_iterator(row + K)),
+                "augment_cpu: blur_weights must be symmetric in time (the Gaussian taps "
+                "AugmentParams.blur_weights makes); sample ", n, " is not");
+  }
   TORCH_CHECK(noise_seed >= 0 && noise_seed <= std::numeric_limits<int64_t>::max() - N,
               "augment_cpu: noise_seed must be in [0, 2^63 - N), got ", noise_seed);
   TORCH_CHECK(3 * T * V * M < (int64_t{1} << 34), "augment_cpu: a sample of 3 x ", T, " x ", V, " x ", M,
@@ -567,7 +599,7 @@ Tensor augment_cpu(const Tensor& x, const Tensor& valid, const Tensor& start, co
 
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "augment_cpu", [&] {
     augment_kernel<scalar_t>(x, i0.data(), i1.data(), w.data(), f64(matrix), f64(joint_matrix), b8(joint_select), sourcec,
-                             noise_stdc, noise_seed, b8(blur_on), f64(blur_weights), f64(axis_keep),
+                             noise_stdc, noise_seed, b8(blur_on), blur_weightsc, f64(axis_keep),
                              has_mask ? b8(*frame_joint_mask) : Tensor(), has_mask, fill.item<double>(),
                              parentsc, stream, out);
   });

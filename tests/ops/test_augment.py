@@ -426,6 +426,7 @@ def test_cpp_kernel_bad_input_raises_clear_errors():
         6: (p.matrix[:1], r"matrix must be \(N, 3, 3\)"),
         9: (torch.full((2, 25), 25), r"joint_source must index joints in \[0, 25\)"),
         11: (-1, r"noise_seed must be in \[0, 2\^63 - N\)"),
+        13: (torch.eye(15, dtype=torch.float64)[[6, 7]], "blur_weights must be symmetric in time.*sample 0"),
         15: (torch.zeros(7, 25, dtype=torch.bool), r"frame_joint_mask must have shape \(8, 25\)"),
         18: (3, "stream must be 0, 1 or 2"),
     }
