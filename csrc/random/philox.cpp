@@ -58,8 +58,13 @@ void word_fill_scalar(uint64_t key, uint32_t first_counter, int64_t count, uint3
 
 #ifdef SKELFAST_PHILOX_AVX2
 
+// The vector forms: no contraction to FMA beyond the explicit mul_add of philox.h (their targets
+// have FMA; the scalar form's products and sums round separately, and so must theirs)
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=off")
+
 // 32 x 32 -> 64-bit products of eight lanes by a constant: (high words, low words)
-__attribute__((target("avx2"))) inline void mul_wide(__m256i a, __m256i b, __m256i b_odd, __m256i* hi,
+__attribute__((target("avx2,fma"))) inline void mul_wide(__m256i a, __m256i b, __m256i b_odd, __m256i* hi,
                                                      __m256i* lo) {
   const __m256i even = _mm256_mul_epu32(a, b);                           // lanes 0, 2, 4, 6
   const __m256i odd = _mm256_mul_epu32(_mm256_srli_epi64(a, 32), b_odd);  // lanes 1, 3, 5, 7
@@ -67,16 +72,16 @@ __attribute__((target("avx2"))) inline void mul_wide(__m256i a, __m256i b, __m25
   *lo = _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
 }
 
-__attribute__((target("avx2"))) inline __m256 bits_to_float(__m256i v) { return _mm256_castsi256_ps(v); }
-__attribute__((target("avx2"))) inline __m256i float_to_bits(__m256 v) { return _mm256_castps_si256(v); }
+__attribute__((target("avx2,fma"))) inline __m256 bits_to_float(__m256i v) { return _mm256_castsi256_ps(v); }
+__attribute__((target("avx2,fma"))) inline __m256i float_to_bits(__m256 v) { return _mm256_castps_si256(v); }
 
 // to_uniform, log_positive and sincos_small of philox.h, eight lanes, the same operations
-__attribute__((target("avx2"))) inline __m256 uniform8(__m256i w) {
+__attribute__((target("avx2,fma"))) inline __m256 uniform8(__m256i w) {
   const __m256i folded = _mm256_xor_si256(w, _mm256_srai_epi32(w, 31));
   return _mm256_mul_ps(_mm256_cvtepi32_ps(folded), _mm256_set1_ps(4.6566127342e-10f));
 }
 
-__attribute__((target("avx2"))) inline __m256 log8(__m256 x) {
+__attribute__((target("avx2,fma"), flatten)) inline __m256 log8(__m256 x) {
   const __m256i bits = float_to_bits(x);
   const __m256i m0 = _mm256_or_si256(_mm256_and_si256(bits, _mm256_set1_epi32(0x007fffff)),
                                      _mm256_set1_epi32(0x3f000000));
@@ -91,7 +96,7 @@ __attribute__((target("avx2"))) inline __m256 log8(__m256 x) {
   return out;
 }
 
-__attribute__((target("avx2"))) inline void sincos8(__m256 x, __m256* sin_x, __m256* cos_x) {
+__attribute__((target("avx2,fma"), flatten)) inline void sincos8(__m256 x, __m256* sin_x, __m256* cos_x) {
   __m256i j = _mm256_cvttps_epi32(_mm256_mul_ps(x, _mm256_set1_ps(1.27323954473516f)));
   j = _mm256_add_epi32(j, _mm256_and_si256(j, _mm256_set1_epi32(1)));
   const __m256 y = _mm256_cvtepi32_ps(j);
@@ -108,7 +113,7 @@ __attribute__((target("avx2"))) inline void sincos8(__m256 x, __m256* sin_x, __m
 }
 
 // box_muller for eight pairs of words
-__attribute__((target("avx2"))) inline void box_muller8(__m256i wa, __m256i wb, __m256* first, __m256* second) {
+__attribute__((target("avx2,fma"))) inline void box_muller8(__m256i wa, __m256i wb, __m256* first, __m256* second) {
   // clamp_tiny: integer max of the bit patterns of non-negative floats (0x33d6bf95 is 1e-7f)
   const __m256 u = bits_to_float(_mm256_max_epu32(float_to_bits(uniform8(wa)), _mm256_set1_epi32(0x33d6bf95)));
   const __m256 r = _mm256_sqrt_ps(_mm256_mul_ps(_mm256_set1_ps(-2.0f), log8(u)));
@@ -123,7 +128,7 @@ __attribute__((target("avx2"))) inline void box_muller8(__m256i wa, __m256i wb, 
 struct Philox8 {
   __m256i k0[kRounds], k1[kRounds], ra, rb, ra_odd, rb_odd, lane;
 
-  __attribute__((target("avx2"))) explicit Philox8(uint64_t key) {
+  __attribute__((target("avx2,fma"))) explicit Philox8(uint64_t key) {
     uint32_t key_lo = static_cast<uint32_t>(key), key_hi = static_cast<uint32_t>(key >> 32);
     for (int round = 0; round < kRounds; ++round, key_lo += kKeyA, key_hi += kKeyB) {
       k0[round] = _mm256_set1_epi32(static_cast<int>(key_lo));
@@ -137,7 +142,7 @@ struct Philox8 {
   }
 
   // words[s][lane] = word s of counter first + lane
-  __attribute__((target("avx2"))) inline void operator()(uint32_t first, __m256i* words) const {
+  __attribute__((target("avx2,fma"))) inline void operator()(uint32_t first, __m256i* words) const {
     __m256i c0 = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(first)), lane);
     __m256i c1 = _mm256_setzero_si256(), c2 = _mm256_setzero_si256(), c3 = _mm256_setzero_si256();
     for (int round = 0; round < kRounds; ++round) {
@@ -157,7 +162,7 @@ struct Philox8 {
 };
 
 // 4 x 8 -> 8 x 4: out[4 lane + s] = z_s[lane] for 32 consecutive values (shuffles only: any bits)
-__attribute__((target("avx2"))) inline void store_interleaved(float* out, __m256 z0, __m256 z1, __m256 z2, __m256 z3) {
+__attribute__((target("avx2,fma"))) inline void store_interleaved(float* out, __m256 z0, __m256 z1, __m256 z2, __m256 z3) {
   const __m256 a = _mm256_unpacklo_ps(z0, z1), b = _mm256_unpackhi_ps(z0, z1);  // (0,0 1,0 0,1 1,1 | lanes 4,5)...
   const __m256 c = _mm256_unpacklo_ps(z2, z3), d = _mm256_unpackhi_ps(z2, z3);
   const __m256 l0 = _mm256_shuffle_ps(a, c, 0x44), l1 = _mm256_shuffle_ps(a, c, 0xEE);  // lanes 0, 1 | 4, 5
@@ -170,7 +175,7 @@ __attribute__((target("avx2"))) inline void store_interleaved(float* out, __m256
 
 // Eight counters at a time: four vectors of normals (one per output slot 0..3), transposed so that
 // each counter's four normals land next to each other.
-__attribute__((target("avx2"))) void normal_fill_avx2(uint64_t key, int64_t count, float* out) {
+__attribute__((target("avx2,fma"))) void normal_fill_avx2(uint64_t key, int64_t count, float* out) {
   const Philox8 philox(key);
   int64_t i = 0;
   for (; i + 32 <= count; i += 32) {
@@ -181,10 +186,19 @@ __attribute__((target("avx2"))) void normal_fill_avx2(uint64_t key, int64_t coun
     box_muller8(w[2], w[3], &z2, &z3);
     store_interleaved(out + i, z0, z1, z2, z3);
   }
-  normal_fill_scalar(key, static_cast<uint32_t>(i / 4), count - i, out + i);
+  if (i < count) {  // the last partial block in full, into a buffer (the scalar form's fmaf is a call)
+    __m256i w[4];
+    philox(static_cast<uint32_t>(i / 4), w);
+    __m256 z0, z1, z2, z3;
+    box_muller8(w[0], w[1], &z0, &z1);
+    box_muller8(w[2], w[3], &z2, &z3);
+    float block[32];
+    store_interleaved(block, z0, z1, z2, z3);
+    std::memcpy(out + i, block, sizeof(float) * static_cast<size_t>(count - i));
+  }
 }
 
-__attribute__((target("avx2"))) void word_fill_avx2(uint64_t key, uint32_t first_counter, int64_t count,
+__attribute__((target("avx2,fma"))) void word_fill_avx2(uint64_t key, uint32_t first_counter, int64_t count,
                                                     uint32_t* out) {
   const Philox8 philox(key);
   int64_t i = 0;
@@ -199,17 +213,17 @@ __attribute__((target("avx2"))) void word_fill_avx2(uint64_t key, uint32_t first
 
 
 // The same arithmetic sixteen counters at a time on CPUs with AVX-512F, instruction for instruction
-// the AVX2 form's (masks where AVX2 blends on vectors). FMA contraction is off for the section: an
-// AVX-512 target has FMA, and a fused multiply-add would round differently from the other forms.
+// the AVX2 form's (masks where AVX2 blends on vectors; fp-contract is still off from above).
 #pragma GCC push_options
 #pragma GCC target("avx512f")
-#pragma GCC optimize("fp-contract=off")
 
 inline void mul_wide16(__m512i a, __m512i b, __m512i b_odd, __m512i* hi, __m512i* lo) {
   const __m512i even = _mm512_mul_epu32(a, b);                           // lanes 0, 2, ..., 14
   const __m512i odd = _mm512_mul_epu32(_mm512_srli_epi64(a, 32), b_odd);  // lanes 1, 3, ..., 15
-  *hi = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(even, 32), odd);
-  *lo = _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32));
+  // one merge-masked dword shuffle each (where AVX2 shifts and blends): even lanes take the high
+  // dword of their product (dword 2i + 1 of `even`), odd lanes the low dword of theirs (dword 2i of `odd`)
+  *hi = _mm512_mask_shuffle_epi32(odd, 0x5555, even, _MM_PERM_DDBB);
+  *lo = _mm512_mask_shuffle_epi32(even, 0xAAAA, odd, _MM_PERM_CCAA);
 }
 
 inline __m512 uniform16(__m512i w) {
@@ -217,7 +231,7 @@ inline __m512 uniform16(__m512i w) {
   return _mm512_mul_ps(_mm512_cvtepi32_ps(folded), _mm512_set1_ps(4.6566127342e-10f));
 }
 
-inline __m512 log16(__m512 x) {
+__attribute__((flatten)) inline __m512 log16(__m512 x) {
   const __m512i bits = _mm512_castps_si512(x);
   const __m512i m0 = _mm512_or_si512(_mm512_and_si512(bits, _mm512_set1_epi32(0x007fffff)),
                                      _mm512_set1_epi32(0x3f000000));
@@ -231,7 +245,7 @@ inline __m512 log16(__m512 x) {
   return out;
 }
 
-inline void sincos16(__m512 x, __m512* sin_x, __m512* cos_x) {
+__attribute__((flatten)) inline void sincos16(__m512 x, __m512* sin_x, __m512* cos_x) {
   __m512i j = _mm512_cvttps_epi32(_mm512_mul_ps(x, _mm512_set1_ps(1.27323954473516f)));
   j = _mm512_add_epi32(j, _mm512_and_si512(j, _mm512_set1_epi32(1)));
   const __m512 y = _mm512_cvtepi32_ps(j);
@@ -333,7 +347,16 @@ void normal_fill_avx512(uint64_t key, int64_t count, float* out) {
     box_muller16(w[2], w[3], &z2, &z3);
     store_interleaved16(out + i, z0, z1, z2, z3);
   }
-  normal_fill_scalar(key, static_cast<uint32_t>(i / 4), count - i, out + i);
+  if (i < count) {  // the last partial block in full, into a buffer (the scalar form's fmaf is a call)
+    __m512i w[4];
+    philox(static_cast<uint32_t>(i / 4), w);
+    __m512 z0, z1, z2, z3;
+    box_muller16(w[0], w[1], &z0, &z1);
+    box_muller16(w[2], w[3], &z2, &z3);
+    float block[64];
+    store_interleaved16(block, z0, z1, z2, z3);
+    std::memcpy(out + i, block, sizeof(float) * static_cast<size_t>(count - i));
+  }
 }
 
 void word_fill_avx512(uint64_t key, uint32_t first_counter, int64_t count, uint32_t* out) {
@@ -348,7 +371,8 @@ void word_fill_avx512(uint64_t key, uint32_t first_counter, int64_t count, uint3
   word_fill_scalar(key, first_counter + static_cast<uint32_t>(i / 4), count - i, out + i);
 }
 
-#pragma GCC pop_options
+#pragma GCC pop_options  // avx512f
+#pragma GCC pop_options  // fp-contract=off
 
 #endif  // SKELFAST_PHILOX_AVX2
 
@@ -365,7 +389,7 @@ static bool use_avx512() {
 
 static bool use_avx2() {
 #ifdef SKELFAST_PHILOX_AVX2
-  static const bool avx2 = __builtin_cpu_supports("avx2");
+  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   return avx2;
 #else
   return false;

@@ -18,6 +18,10 @@
 #include <cstdint>
 #include <cstring>
 
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(SKELFAST_NO_AVX2)
+#include <immintrin.h>
+#endif
+
 namespace skelfast {
 namespace philox {
 
@@ -49,10 +53,26 @@ inline float clamp_tiny(float u) {
   return as_float(std::max(as_bits(u), as_bits(1.0e-7f)));
 }
 
+// a * b + c rounded once, in every form: std::fma for float (an instruction where the CPU has FMA,
+// glibc's exact emulation elsewhere), the FMA instructions for the vectors (the AVX2 form requires
+// FMA too). Overloads, declared before the templates below, which call them unqualified; the
+// vector forms' callers are `flatten`ed so these inline into them (always_inline would be checked
+// against the templates' own default target and refused).
+inline float mul_add(float a, float b, float c) { return std::fma(a, b, c); }
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(SKELFAST_NO_AVX2)
+__attribute__((target("avx2,fma"))) inline __m256 mul_add(__m256 a, __m256 b, __m256 c) {
+  return _mm256_fmadd_ps(a, b, c);
+}
+__attribute__((target("avx512f"))) inline __m512 mul_add(__m512 a, __m512 b, __m512 c) {
+  return _mm512_fmadd_ps(a, b, c);
+}
+#endif
+
 // The float arithmetic every form shares, written once for float and for the GCC vector types
-// __m256 / __m512 (their operators act lane-wise, a scalar operand is broadcast). Each form picks
-// its own bits (exponent, octant, signs); these give the same roundings in the same order in all
-// of them, which is what makes the forms agree bit for bit (no form may contract them to FMA).
+// __m256 / __m512 (their operators act lane-wise, a scalar operand is broadcast by F{} + s). Each
+// form picks its own bits (exponent, octant, signs); these give the same roundings in the same order
+// in all of them, which is what makes the forms agree bit for bit: each multiply-add is an explicit
+// mul_add (one rounding), and no form may contract the other products and sums to FMA.
 // Pointers, not vector arguments or returns: those would change the ABI outside AVX code.
 
 // Cephes logf's polynomial: log(m0 2^e) = (m + y) + 0.693359375 e for m = m0 - 1 (m0 in
@@ -61,18 +81,18 @@ template <typename F>
 __attribute__((always_inline)) inline void log_polynomial(const F* m_in, const F* e_in, F* out) {
   const F m = *m_in, e = *e_in;
   const F z = m * m;
-  F y = m * 7.0376836292e-2f - 1.1514610310e-1f;
-  y = y * m + 1.1676998740e-1f;
-  y = y * m - 1.2420140846e-1f;
-  y = y * m + 1.4249322787e-1f;
-  y = y * m - 1.6668057665e-1f;
-  y = y * m + 2.0000714765e-1f;
-  y = y * m - 2.4999993993e-1f;
-  y = y * m + 3.3333331174e-1f;
+  F y = mul_add(m, F{} + 7.0376836292e-2f, F{} - 1.1514610310e-1f);
+  y = mul_add(y, m, F{} + 1.1676998740e-1f);
+  y = mul_add(y, m, F{} - 1.2420140846e-1f);
+  y = mul_add(y, m, F{} + 1.4249322787e-1f);
+  y = mul_add(y, m, F{} - 1.6668057665e-1f);
+  y = mul_add(y, m, F{} + 2.0000714765e-1f);
+  y = mul_add(y, m, F{} - 2.4999993993e-1f);
+  y = mul_add(y, m, F{} + 3.3333331174e-1f);
   y = y * m * z;
-  y = y + e * -2.12194440e-4f;
-  y = y - z * 0.5f;
-  *out = (m + y) + e * 0.693359375f;
+  y = mul_add(e, F{} - 2.12194440e-4f, y);
+  y = mul_add(z, F{} - 0.5f, y);
+  *out = mul_add(e, F{} + 0.693359375f, m + y);
 }
 
 // Cephes sinf/cosf's reduction and polynomials: x - j pi/4 in three parts (y = j as a float), then
@@ -80,14 +100,17 @@ __attribute__((always_inline)) inline void log_polynomial(const F* m_in, const F
 template <typename F>
 __attribute__((always_inline)) inline void sincos_polynomials(const F* x_in, const F* y_in, F* s_out, F* c_out) {
   const F y = *y_in;
-  const F r = ((*x_in - y * 0.78515625f) - y * 2.4187564849853515625e-4f) - y * 3.77489497744594108e-8f;
+  F r = mul_add(y, F{} - 0.78515625f, *x_in);
+  r = mul_add(y, F{} - 2.4187564849853515625e-4f, r);
+  r = mul_add(y, F{} - 3.77489497744594108e-8f, r);
   const F z = r * r;
-  F c = z * 2.443315711809948e-5f - 1.388731625493765e-3f;
-  c = c * z + 4.166664568298827e-2f;
-  *c_out = (c * z * z - z * 0.5f) + 1.0f;
-  F s = z * -1.9515295891e-4f + 8.3321608736e-3f;
-  s = s * z - 1.6666654611e-1f;
-  *s_out = s * z * r + r;
+  F c = mul_add(z, F{} + 2.443315711809948e-5f, F{} - 1.388731625493765e-3f);
+  c = mul_add(c, z, F{} + 4.166664568298827e-2f);
+  c = mul_add(c, z, F{} - 0.5f);  // c z^2 - z / 2 + 1 as ((c z - 1/2) z + 1)
+  *c_out = mul_add(c, z, F{} + 1.0f);
+  F s = mul_add(z, F{} - 1.9515295891e-4f, F{} + 8.3321608736e-3f);
+  s = mul_add(s, z, F{} - 1.6666654611e-1f);
+  *s_out = mul_add(s * z, r, r);
 }
 
 // Cephes logf for normal x > 0 (here x in [1e-7, 1)): mantissa in [sqrt(1/2), sqrt(2)), degree-9
