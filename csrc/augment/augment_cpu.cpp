@@ -11,7 +11,8 @@
 //   3. axis mask, stream (joint / bone / motion), joint mask with the fill value, written to out.
 // Steps 1-2 go through two (C, T_out, V*M) buffers per thread, with zero rows around each channel
 // for the blur (`Padded`; tens of KB: cache resident), so x is read once and the output written
-// once. Without the blur (and in the joint stream) step 1 writes the output rows directly. On
+// once. In the joint stream the output is written directly: by step 1 without the blur, by the
+// blur's stencil with it (the padded buffer then holds step 1's rows). On
 // AVX-512 CPUs, float32 rows of at most 64 values (NTU's 50) take step 1 a frame at a time in
 // registers (frames_avx512); the generic loops run everything else. The noise is drawn here, per
 // noisy sample, from the stream every backend shares (csrc/random/philox.h, key noise_seed + n);
