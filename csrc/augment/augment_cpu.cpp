@@ -16,15 +16,15 @@
 // AVX-512 CPUs, float32 rows of at most 64 values (NTU's 50) take step 1 a frame at a time in
 // registers (frames_avx512); the generic loops run everything else. The noise is drawn here, per
 // noisy sample, from the stream every backend shares (csrc/random/philox.h, key noise_seed + n);
-// the blur taps come from Python.
+// the blur's taps are made here from each sample's sigma.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstring>
-#include <iterator>
 #include <limits>
 #include <type_traits>
 #include <vector>
@@ -309,15 +309,33 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,prfchw"), optimize("fp
 }
 #endif
 
+// The blur's K taps for one sample, as AugmentParams.blur_weights computes them in float64 (the same
+// operations: w_k = exp(-(k^2) / (2 sigma^2)) for k = -R..R, over their sum when normalised), then
+// rounded to the compute type. Computed for k >= 0 and mirrored: symmetric bit for bit, which the
+// stencil relies on. Here rather than in Python: those eight small tensor ops were ~30 us of the
+// op's fixed cost.
+template <typename scalar_t>
+void gaussian_taps(double sigma, int64_t K, bool normalized, scalar_t* taps) {
+  const int64_t R = K / 2;
+  std::vector<double> w(K);
+  for (int64_t k = 0; k <= R; ++k) {
+    const double kk = static_cast<double>(k);
+    w[R + k] = w[R - k] = std::exp(-(kk * kk) / (2.0 * (sigma * sigma)));
+  }
+  double sum = 0;
+  for (int64_t k = 0; k < K && normalized; ++k) sum += w[k];
+  for (int64_t k = 0; k < K; ++k) taps[k] = static_cast<scalar_t>(normalized ? w[k] / sum : w[k]);
+}
+
 template <typename scalar_t>
 void augment_kernel(const Tensor& x, const int64_t* i0, const int64_t* i1, const float* w,
                     const Tensor& matrix_t, const Tensor& joint_matrix_t, const Tensor& select_t,
                     const Tensor& source_t, const Tensor& noise_std_t, int64_t noise_seed,
-                    const Tensor& blur_on_t, const Tensor& blur_w_t,
+                    const Tensor& blur_on_t, const Tensor& blur_sigma_t, int64_t K, bool blur_normalized,
                     const Tensor& keep_t, const Tensor& mask_t, bool has_mask, double fill_value,
                     const Tensor& parents_t, int64_t stream, Tensor& out) {
   const int64_t N = x.size(0), C = 3, V = x.size(3), M = x.size(4), T = out.size(2), VM = V * M;
-  const int64_t K = blur_w_t.size(1), R = K / 2;
+  const int64_t R = K / 2;
   const int64_t sn = x.stride(0), sc = x.stride(1), st = x.stride(2), sv = x.stride(3), sm = x.stride(4);
   const scalar_t* xp = x.const_data_ptr<scalar_t>();
   const double* mat = matrix_t.const_data_ptr<double>();
@@ -326,7 +344,7 @@ void augment_kernel(const Tensor& x, const int64_t* i0, const int64_t* i1, const
   const int64_t* src = source_t.const_data_ptr<int64_t>();
   const double* noise_std = noise_std_t.const_data_ptr<double>();
   const bool* blur_on = blur_on_t.const_data_ptr<bool>();
-  const double* blur_w = blur_w_t.const_data_ptr<double>();
+  const double* blur_sigma = blur_sigma_t.const_data_ptr<double>();
   const double* keep = keep_t.const_data_ptr<double>();
   const bool* mask = has_mask ? mask_t.const_data_ptr<bool>() : nullptr;
   const int64_t* parents = parents_t.const_data_ptr<int64_t>();
@@ -480,7 +498,7 @@ void augment_kernel(const Tensor& x, const int64_t* i0, const int64_t* i1, const
           many.resize(K);
           tp = many.data();
         }
-        for (int64_t k = 0; k < K; ++k) tp[k] = static_cast<scalar_t>(blur_w[n * K + k]);
+        gaussian_taps(blur_sigma[n], K, blur_normalized, tp);
         // outer taps that underflow to 0 (small sigma) add nothing: skip them, a pair at a time
         int64_t half = R;
         while (half > 0 && tp[R + half] == scalar_t(0)) --half;
@@ -531,7 +549,7 @@ Tensor augment_cpu(const Tensor& x, const Tensor& valid, const Tensor& start, co
                    const Tensor& reverse, int64_t t_out, const Tensor& matrix,
                    const Tensor& joint_matrix, const Tensor& joint_select, const Tensor& joint_source,
                    const Tensor& noise_std, int64_t noise_seed, const Tensor& blur_on,
-                   const Tensor& blur_weights, const Tensor& axis_keep,
+                   const Tensor& blur_sigma, int64_t blur_size, bool blur_normalized, const Tensor& axis_keep,
                    const std::optional<Tensor>& frame_joint_mask, const Tensor& fill, const Tensor& parents,
                    int64_t stream) {
   TORCH_CHECK(x.device().is_cpu(), "augment_cpu: x must be a CPU tensor, got ", x.device());
@@ -555,8 +573,8 @@ Tensor augment_cpu(const Tensor& x, const Tensor& valid, const Tensor& start, co
   check_matrix(joint_source, "joint_source", N, V);
   check_vector(noise_std, "noise_std", N);
   check_vector(blur_on, "blur_on", N);
-  TORCH_CHECK(blur_weights.dim() == 2 && blur_weights.size(0) == N && blur_weights.size(1) % 2 == 1,
-              "augment_cpu: blur_weights must be (N, K) with K odd, got ", blur_weights.sizes());
+  check_vector(blur_sigma, "blur_sigma", N);
+  TORCH_CHECK(blur_size >= 1 && blur_size % 2 == 1, "augment_cpu: blur_size must be odd and >= 1, got ", blur_size);
   check_matrix(axis_keep, "axis_keep", N, 3);
   check_vector(parents, "parents", V);
   TORCH_CHECK(fill.numel() == 1, "augment_cpu: fill must hold one value, got ", fill.sizes());
@@ -577,15 +595,6 @@ Tensor augment_cpu(const Tensor& x, const Tensor& valid, const Tensor& start, co
   TORCH_CHECK(all_in(lengthc, 1, std::numeric_limits<int64_t>::max()), "augment_cpu: length must be >= 1");
   TORCH_CHECK(all_in(sourcec, 0, V - 1), "augment_cpu: joint_source must index joints in [0, ", V, ")");
   TORCH_CHECK(all_in(parentsc, 0, V - 1), "augment_cpu: parents must index joints in [0, ", V, ")");
-  const Tensor blur_weightsc = blur_weights.to(at::kDouble).contiguous();
-  const double* bw = blur_weightsc.const_data_ptr<double>();
-  const int64_t K = blur_weights.size(1);
-  for (int64_t n = 0; n < N; ++n) {
-    const double* row = bw + n * K;
-    TORCH_CHECK(std::equal(row, row + K / 2, std::make_reverse_iterator(row + K)),
-                "augment_cpu: blur_weights must be symmetric in time (the Gaussian taps "
-                "AugmentParams.blur_weights makes); sample ", n, " is not");
-  }
   TORCH_CHECK(noise_seed >= 0 && noise_seed <= std::numeric_limits<int64_t>::max() - N,
               "augment_cpu: noise_seed must be in [0, 2^63 - N), got ", noise_seed);
   TORCH_CHECK(3 * T * V * M < (int64_t{1} << 34), "augment_cpu: a sample of 3 x ", T, " x ", V, " x ", M,
@@ -600,7 +609,8 @@ Tensor augment_cpu(const Tensor& x, const Tensor& valid, const Tensor& start, co
 
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "augment_cpu", [&] {
     augment_kernel<scalar_t>(x, i0.data(), i1.data(), w.data(), f64(matrix), f64(joint_matrix), b8(joint_select), sourcec,
-                             noise_stdc, noise_seed, b8(blur_on), blur_weightsc, f64(axis_keep),
+                             noise_stdc, noise_seed, b8(blur_on), f64(blur_sigma), blur_size, blur_normalized,
+                             f64(axis_keep),
                              has_mask ? b8(*frame_joint_mask) : Tensor(), has_mask, fill.item<double>(),
                              parentsc, stream, out);
   });
@@ -610,13 +620,14 @@ Tensor augment_cpu(const Tensor& x, const Tensor& valid, const Tensor& start, co
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(skelfast, m) {
-  // One fused pass of skelfast.ops.augment on CPU tensors (fields as in AugmentParams); the
-  // blur taps (N, K) are computed by the caller. stream: 0 joint, 1 bone, 2 motion.
+  // One fused pass of skelfast.ops.augment on CPU tensors (fields as in AugmentParams; the blur's
+  // taps made here from blur_sigma). stream: 0 joint, 1 bone, 2 motion.
   m.def(
       "augment_cpu(Tensor x, Tensor valid, Tensor start, Tensor length, Tensor reverse, int t_out, "
       "Tensor matrix, Tensor joint_matrix, "
       "Tensor joint_select, Tensor joint_source, Tensor noise_std, int noise_seed, Tensor blur_on, "
-      "Tensor blur_weights, Tensor axis_keep, Tensor? frame_joint_mask, Tensor fill, Tensor parents, "
+      "Tensor blur_sigma, int blur_size, bool blur_normalized, Tensor axis_keep, Tensor? frame_joint_mask, Tensor fill, "
+      "Tensor parents, "
       "int stream) -> Tensor");
 }
 

@@ -254,8 +254,8 @@ def augment_cpp(
     fill: torch.Tensor,
     parents: torch.Tensor,
 ) -> torch.Tensor:
-    """The C++ kernel: the (N, K) blur taps are made here; the kernel does the rest, noise included,
-    in one pass. x: (N, 3, T_in, V, M) float32/float64 -> (N, 3, t_out, V, M)."""
+    """The C++ kernel: one pass, the noise and the blur's taps made inside it.
+    x: (N, 3, T_in, V, M) float32/float64 -> (N, 3, t_out, V, M)."""
     return torch.ops.skelfast.augment_cpu(
         x,
         valid,
@@ -270,7 +270,9 @@ def augment_cpp(
         params.noise_std,
         int(params.noise_seed),
         params.blur_on,
-        params.blur_weights(torch.float64),
+        params.blur_sigma,
+        params.blur_size,
+        params.blur_normalized,
         params.axis_keep,
         params.frame_joint_mask,
         fill,

@@ -413,7 +413,7 @@ def test_cpp_kernel_bad_input_raises_clear_errors():
         p.joint_select,
         p.joint_source,
     )
-    good += (p.noise_std, 0, p.blur_on, p.blur_weights(torch.float64), p.axis_keep, None)
+    good += (p.noise_std, 0, p.blur_on, p.blur_sigma, p.blur_size, p.blur_normalized, p.axis_keep, None)
     good += (fill, parents, 0)
     op = torch.ops.skelfast.augment_cpu
     assert op(*good).shape == (2, 3, 8, 25, 2)
@@ -426,9 +426,10 @@ def test_cpp_kernel_bad_input_raises_clear_errors():
         6: (p.matrix[:1], r"matrix must be \(N, 3, 3\)"),
         9: (torch.full((2, 25), 25), r"joint_source must index joints in \[0, 25\)"),
         11: (-1, r"noise_seed must be in \[0, 2\^63 - N\)"),
-        13: (torch.eye(15, dtype=torch.float64)[[6, 7]], "blur_weights must be symmetric in time.*sample 0"),
-        15: (torch.zeros(7, 25, dtype=torch.bool), r"frame_joint_mask must have shape \(8, 25\)"),
-        18: (3, "stream must be 0, 1 or 2"),
+        13: (torch.ones(3), r"blur_sigma must have shape \(2\)"),
+        14: (4, "blur_size must be odd and >= 1, got 4"),
+        17: (torch.zeros(7, 25, dtype=torch.bool), r"frame_joint_mask must have shape \(8, 25\)"),
+        20: (3, "stream must be 0, 1 or 2"),
     }
     for index, (bad, message) in cases.items():
         args = list(good)
