@@ -129,6 +129,10 @@ class AugmentParams:
             raise ValueError("augment: params.length must be >= 1 for every sample")
         if int(self.joint_source.min()) < 0 or int(self.joint_source.max()) >= v:
             raise ValueError(f"augment: params.joint_source must index joints in [0, {v})")
+        # sigma 0 makes NaN taps (0 / 0); the recipes draw positive sigmas, so one min() usually decides
+        sigma = self.blur_sigma.cpu()
+        if not float(sigma.min()) > 0 and bool((self.blur_on.cpu() & ~(sigma > 0)).any()):
+            raise ValueError("augment: params.blur_sigma must be > 0 where blur_on")
         seed = int(self.noise_seed)
         if not 0 <= seed <= 2**63 - 1 - n:  # sample n's noise stream is keyed by seed + n
             raise ValueError(

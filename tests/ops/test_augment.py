@@ -378,6 +378,10 @@ def test_bad_input_raises_clear_errors():
         skelfast.ops.augment(x, valid, p.replace(joint_select=torch.zeros(2, 17, dtype=torch.bool)))
     with pytest.raises(ValueError, match=r"noise_seed must be in \[0, 2\^63 - N\)"):
         skelfast.ops.augment(x, valid, p.replace(noise_seed=torch.tensor(2**63 - 2)))
+    blurred = p.replace(blur_on=torch.tensor([False, True]))
+    with pytest.raises(ValueError, match="blur_sigma must be > 0 where blur_on"):
+        skelfast.ops.augment(x, valid, blurred.replace(blur_sigma=torch.tensor([1.0, 0.0])))
+    skelfast.ops.augment(x, valid, blurred.replace(blur_sigma=torch.tensor([0.0, 1.0])))  # off: not read
     with pytest.raises(ValueError, match="3 coordinate channels"):
         skelfast.ops.augment(x[:, :2], valid, p)
     with pytest.raises(TypeError, match="integer tensor"):
