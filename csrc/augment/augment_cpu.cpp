@@ -314,10 +314,10 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,prfchw"), optimize("fp
 // rounded to the compute type. Computed for k >= 0 and mirrored: symmetric bit for bit, which the
 // stencil relies on. Here rather than in Python: those eight small tensor ops were ~30 us of the
 // op's fixed cost.
+// (w: K doubles of workspace)
 template <typename scalar_t>
-void gaussian_taps(double sigma, int64_t K, bool normalized, scalar_t* taps) {
+void gaussian_taps(double sigma, int64_t K, bool normalized, double* w, scalar_t* taps) {
   const int64_t R = K / 2;
-  std::vector<double> w(K);
   for (int64_t k = 0; k <= R; ++k) {
     const double kk = static_cast<double>(k);
     w[R + k] = w[R - k] = std::exp(-(kk * kk) / (2.0 * (sigma * sigma)));
@@ -373,7 +373,9 @@ void augment_kernel(const Tensor& x, const int64_t* i0, const int64_t* i1, const
     // zero pad rows written once: the passes below write only the T rows of each channel
     std::vector<scalar_t> y(layout.size(), scalar_t(0)), blurred(layout.size()), coef(9 * VM), p(3 * VM);
     std::vector<int64_t> column(VM);
-    std::vector<float> keep_f(3);
+    std::vector<double> tap_weights(K);
+    std::vector<scalar_t> taps(K);
+    float keep_f[3];
     std::vector<float> noise;
     for (int64_t n = next_sample++; n < N; n = next_sample++) {
       const scalar_t* xn = xp + n * sn;
@@ -416,7 +418,7 @@ void augment_kernel(const Tensor& x, const int64_t* i0, const int64_t* i1, const
           const FrameJob job{xn, sc, st, T, VM, i0 + n * T, i1 + n * T, w + n * T,
                              identity_source ? nullptr : column.data(), one_matrix ? e_all : nullptr, coef.data(),
                              z, std_n, direct ? on : y.data() + layout.row(0, 0), direct ? T * VM : (T + R) * VM,
-                             direct ? keep_f.data() : nullptr, masked_at.data(), masked_cols.data(), fill,
+                             direct ? keep_f : nullptr, masked_at.data(), masked_cols.data(), fill,
                              next < N ? xp + next * sn : nullptr, next < N ? i0 + next * T : nullptr,
                              next < N ? i1 + next * T : nullptr, next < N ? outp + next * sample_size : nullptr};
           frames_avx512(job);
@@ -491,14 +493,8 @@ void augment_kernel(const Tensor& x, const int64_t* i0, const int64_t* i1, const
       // 2. temporal blur, zero padded: blurred[t] = sum_k w_k y[t + k - R]
       const scalar_t* pre = y.data();
       if (blur_on[n]) {
-        scalar_t taps[64];
-        std::vector<scalar_t> many;
-        scalar_t* tp = taps;
-        if (K > 64) {
-          many.resize(K);
-          tp = many.data();
-        }
-        gaussian_taps(blur_sigma[n], K, blur_normalized, tp);
+        scalar_t* tp = taps.data();
+        gaussian_taps(blur_sigma[n], K, blur_normalized, tap_weights.data(), tp);
         // outer taps that underflow to 0 (small sigma) add nothing: skip them, a pair at a time
         int64_t half = R;
         while (half > 0 && tp[R + half] == scalar_t(0)) --half;

@@ -40,14 +40,22 @@ def tune_cpu_allocator() -> str:
     return status
 
 
-def _mallopt_thresholds() -> str:
+def _libc_function(symbol: str) -> tuple[object | None, str | None]:
+    """(the C library's ``symbol``, its library name), or (None, name or None) where it has none."""
     name = ctypes.util.find_library("c")
     if name is None:
-        return "not applied: no C library found"
+        return None, None
     try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
+        return getattr(ctypes.CDLL(name), symbol), name
     except (OSError, AttributeError):
+        return None, name
+
+
+def _mallopt_thresholds() -> str:
+    mallopt, name = _libc_function("mallopt")
+    if name is None:
+        return "not applied: no C library found"
+    if mallopt is None:
         return f"not applied: {name} has no mallopt (not glibc)"
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
@@ -61,11 +69,7 @@ def release_free_memory() -> bool:
     thresholds each arena otherwise stays at its peak, and a process that runs several large
     workloads in turn (the methods benchmark: fused, reference and compiled steps) holds the sum of
     their peaks. True where it ran (glibc)."""
-    name = ctypes.util.find_library("c")
-    try:
-        trim = ctypes.CDLL(name).malloc_trim if name is not None else None
-    except (OSError, AttributeError):
-        trim = None
+    trim, _ = _libc_function("malloc_trim")
     if trim is None:
         return False
     trim.argtypes = [ctypes.c_size_t]
