@@ -260,12 +260,45 @@ def compiled(fn: Callable, **kwargs: object) -> Callable:
     return torch.compile(fn, **kwargs)
 
 
+# widest first: (what the description says, the /proc/cpuinfo flag that shows it)
+_VECTOR_UNITS = (("AMX", "amx_tile"), ("AVX-512", "avx512f"), ("AVX2", "avx2"))
+
+
+def cpu_description(cpuinfo: str | None = None) -> str:
+    """The CPU's model name, family/model numbers and widest vector unit, from /proc/cpuinfo
+    (``cpuinfo``: its text, for tests): this project's VMs change CPU between sessions (an AVX2 EPYC,
+    an Ice Lake and a Sapphire Rapids Xeon so far, the Xeons under the same generic model name), and
+    ratios move with it, so every result row says which one measured it. Falls back to
+    ``platform.processor()`` or "cpu" where there is no /proc/cpuinfo."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo") as f:
+                cpuinfo = f.read()
+        except OSError:
+            return platform.processor() or "cpu"
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        key, sep, value = line.partition(":")
+        if not sep:
+            if fields:  # the first processor's block is enough: the cores are alike
+                break
+            continue
+        fields.setdefault(key.strip(), value.strip())
+    name = fields.get("model name") or platform.processor() or "cpu"
+    details = []
+    if "cpu family" in fields:
+        details.append(f"family {fields['cpu family']} model {fields.get('model', '?')}")
+    flags = set(fields.get("flags", "").split())
+    details += [unit for unit, flag in _VECTOR_UNITS if flag in flags][:1]
+    return f"{name} [{', '.join(details)}]" if details else name
+
+
 def machine() -> dict[str, str]:
     """Who measured: machine, versions and date, stored with every result row."""
     if on_cuda():
         device = torch.cuda.get_device_name(bench_device())
     else:
-        device = f"{platform.processor() or 'cpu'} ({torch.get_num_threads()} threads)"
+        device = f"{cpu_description()} ({torch.get_num_threads()} threads)"
     return {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M"),
         "device": device,

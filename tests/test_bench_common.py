@@ -2,7 +2,7 @@
 
 import pytest
 
-from benchmarks.common import env_batch
+from benchmarks.common import cpu_description, env_batch
 
 
 def test_env_batch_unset_or_empty_means_the_official_batch(monkeypatch):
@@ -55,3 +55,25 @@ def test_compile_limits_stop_a_block_past_its_time_or_memory_allowance():
                 held.append(torch.ones(2 * 2**20))  # 8 MiB, written: resident
                 time.sleep(0.05)
     assert 100 * 2**20 // (8 * 2**20) <= len(held) < 100
+
+
+ICE_LAKE = """processor\t: 0
+vendor_id\t: GenuineIntel
+cpu family\t: 6
+model\t\t: 106
+model name\t: Intel(R) Xeon(R) Processor @ 2.80GHz
+flags\t\t: fpu sse2 avx2 avx512f avx512bw
+
+processor\t: 1
+model name\t: something else
+"""
+
+
+def test_cpu_description_names_the_model_and_vector_unit():
+    # the first processor's block only; the model numbers tell Xeons with the same generic name apart
+    assert cpu_description(ICE_LAKE) == "Intel(R) Xeon(R) Processor @ 2.80GHz [family 6 model 106, AVX-512]"
+    sapphire = ICE_LAKE.replace(": 106", ": 143").replace("avx512bw", "avx512bw amx_tile")
+    assert cpu_description(sapphire) == "Intel(R) Xeon(R) Processor @ 2.80GHz [family 6 model 143, AMX]"
+    epyc = "cpu family\t: 25\nmodel\t\t: 1\nmodel name\t: AMD EPYC 7B13\nflags\t\t: sse2 avx2\n"
+    assert cpu_description(epyc) == "AMD EPYC 7B13 [family 25 model 1, AVX2]"
+    assert cpu_description("processor\t: 0\nmodel name\t: Some CPU\n") == "Some CPU"
