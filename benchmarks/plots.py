@@ -225,9 +225,9 @@ def _row_key(row: dict[str, str]) -> str:
 
 def latest_runs(csv_path: str) -> dict[str, Run]:
     """Each benchmark's latest rows in ``csv_path``: its newest run (the rows sharing its newest
-    date), and from older runs the rows that no newer run measured again, so a run of some cases
-    (``SKELFAST_BENCH_METHODS=isc``) does not hide the others; ``Run.date`` lists the dates used,
-    newest first. Tables are rebuilt from the records: a new row starts where the case changes or a
+    date), and from older runs on the same device the rows that no newer run measured again, so a
+    run of some cases (``SKELFAST_BENCH_METHODS=isc``) does not hide the others, while one plot never
+    mixes two machines' ratios; ``Run.date`` lists the dates used, newest first. Tables are rebuilt from the records: a new row starts where the case changes or a
     metric repeats (tables without a ``case`` column, e.g. augment's ``recipe``, write every row
     with an empty case)."""
     with open(csv_path, newline="") as f:
@@ -250,7 +250,7 @@ def latest_runs(csv_path: str) -> dict[str, Run]:
         ordered = [dated[d] for d in sorted(dated, reverse=True)]  # "YYYY-MM-DD HH:MM" sorts as text
         merged = Run(name, ordered[0].date, ordered[0].device, ordered[0].torch, list(ordered[0].rows))
         seen, dates = {_row_key(r) for r in merged.rows}, [ordered[0].date]
-        for older in ordered[1:]:
+        for older in (run for run in ordered[1:] if run.device == merged.device):
             new_rows = [r for r in older.rows if _row_key(r) not in seen]
             if new_rows:
                 merged.rows.extend(new_rows)
@@ -348,7 +348,7 @@ def plot_run(run: Run, spec: PlotSpec, path: str) -> bool:
     for column, panel in enumerate(panels):
         _draw_panel(grid[0][column], grid[1][column], panel, labels, run.rows)
     fig.suptitle(
-        f"{run.benchmark}: {spec.title}\n{run.device}, torch {run.torch}, {run.date} UTC", fontsize=10
+        f"{run.benchmark}: {spec.title}\n{run.device}, torch {run.torch}\n{run.date} UTC", fontsize=10
     )
     fig.tight_layout()
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)

@@ -95,6 +95,21 @@ def test_latest_runs_keeps_older_rows_that_a_partial_run_did_not_measure(tmp_pat
     assert run.date == f"{NEW[0]}, {OLD[0]}"
 
 
+def test_latest_runs_does_not_mix_devices(tmp_path) -> None:  # noqa: ANN001
+    """Rows of an older run on another CPU stay out of the newest run's plot: the VM's CPU changes
+    between sessions and the ratios with it."""
+    other_cpu = (NEW[0], "Some Xeon [family 6 model 106, AVX-512] (2 threads)", NEW[2])
+    path = str(tmp_path / "results.csv")
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(HEADER)
+        writer.writerows(_rows(OLD, "methods", [{"method": m, "x reference": 1.5} for m in ("hico", "isc")]))
+        writer.writerows(_rows(other_cpu, "methods", [{"method": "isc", "x reference": 1.7}]))
+    run = plots.latest_runs(path)["methods"]
+    assert [(r["method"], r["x reference"]) for r in run.rows] == [("isc", "1.7")]
+    assert (run.date, run.device) == (NEW[0], other_cpu[1])
+
+
 def test_as_number_reads_leading_numbers_only() -> None:
     assert plots.as_number("1.47") == 1.47
     assert plots.as_number("519 samples/s") == 519.0
