@@ -227,9 +227,9 @@ def latest_runs(csv_path: str) -> dict[str, Run]:
     """Each benchmark's latest rows in ``csv_path``: its newest run (the rows sharing its newest
     date), and from older runs on the same device the rows that no newer run measured again, so a
     run of some cases (``SKELFAST_BENCH_METHODS=isc``) does not hide the others, while one plot never
-    mixes two machines' ratios; ``Run.date`` lists the dates used, newest first. Tables are rebuilt from the records: a new row starts where the case changes or a
-    metric repeats (tables without a ``case`` column, e.g. augment's ``recipe``, write every row
-    with an empty case)."""
+    mixes two machines' ratios; ``Run.date`` lists the dates used, newest first. Tables are rebuilt
+    from the records: a new row starts where the case changes or a metric repeats (tables without a
+    ``case`` column, e.g. augment's ``recipe``, write every row with an empty case)."""
     with open(csv_path, newline="") as f:
         records = list(csv.DictReader(f))
     by_date: dict[str, dict[str, Run]] = {}  # benchmark -> date -> that run's table
