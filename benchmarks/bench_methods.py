@@ -135,8 +135,8 @@ def _compile_limits(seconds: float, extra_bytes: int | None) -> Iterator[None]:
             return
         if time.perf_counter() - start > seconds:
             raise CompileTimeout(f"compile took > {seconds:.0f} s")
-        rss = resident_bytes() if start_rss is not None else None
-        if rss is not None and extra_bytes is not None and rss - start_rss > extra_bytes:
+        rss = resident_bytes() if start_rss is not None else None  # start_rss: None without a limit
+        if rss is not None and rss - start_rss > extra_bytes:
             raise CompileTimeout(f"compile grew the process by > {extra_bytes / 2**30:.1f} GiB")
 
     previous = signal.signal(signal.SIGALRM, check)
@@ -311,7 +311,8 @@ NOTE = (
     "'fwd' columns time the forward alone (views, momentum update, key pass, loss, enqueue; "
     "autograd on); 'compiled reference fwd' is torch.compile(dynamic=False) of the reference "
     f"forward returning the loss, n/a where it failed, compiled for more than {COMPILE_LIMIT_S:.0f} s "
-    f"or grew the process by more than {COMPILE_MEMORY:.0%} of the available memory (the reason is in the cell). Peak MiB: one full step's peak extra memory (gradients included). "
+    f"or grew the process by more than {COMPILE_MEMORY:.0%} of the available memory (the reason is in "
+    "the cell). Peak MiB: one full step's peak extra memory (gradients included). "
     "Targets apply to the full step ('x reference'). 'convolutions': the method's convolutions with "
     "a kernel larger than one alone on oneDNN (as the reference runs them; forward only where the method runs "
     "them without autograd, as in key encoders), timed in the same turns as the steps; "
