@@ -15,8 +15,8 @@ step's peak extra memory for both paths. A compile that fails or runs past
 ``SKELFAST_BENCH_COMPILE_MEMORY`` (default 0.6) of the memory available when it starts is reported
 as "n/a (why)" in its cell (ISC's reference, whose traced graph unrolls the GRUs' 64 frames, grew
 past this machine's 24 GiB and the kernel killed the whole run); ``SKELFAST_BENCH_METHOD_COMPILE=0``
-skips it. The table and results.csv are written after each method, so a run that stops keeps the
-rows it finished.
+skips it. Each method runs in a process of its own (``run_in_child``), and the table and
+results.csv are written after each one, so a method that fails or is killed costs its own row only.
 
 ``attainable x reference`` bounds what an implementation that keeps oneDNN's convolutions can
 reach: the reference step over (the method's convolutions alone on oneDNN, timed in the same turns,
@@ -39,6 +39,7 @@ import copy
 import gc
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -47,9 +48,11 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.common import (
+    ChildFailed,
     convolutions_alone,
     env_batch,
     peak_extra_memory,
+    run_in_child,
     sgemm_probe,
     time_fn,
     time_interleaved,
@@ -294,14 +297,18 @@ def main() -> list[dict[str, object]]:
     batch = env_batch("SKELFAST_BENCH_METHOD_BATCH")
     rows = []
     for name in names:
-        row = run_case(name.strip(), batch)
+        # each method in a process of its own: the one before leaves its heap at its peak (the
+        # allocator is pinned) and its compile caches, and ISC's step and compile need most of the
+        # 24 GiB themselves (a run of all four in one process was killed in ISC's, 2026-12-07)
+        try:
+            row = run_in_child(run_case, name.strip(), batch)
+        except ChildFailed as error:
+            print(f"methods: {name.strip()} did not finish: {error}", file=sys.stderr, flush=True)
+            continue
         print(row, flush=True)
         rows.append(row)
-        # after each method: a run stopped later keeps this row; the next method compiles afresh
+        # after each method: a run stopped later keeps this row
         write_results("methods", rows, note=NOTE, csv_rows=[row])
-        torch._dynamo.reset()
-        gc.collect()
-        release_free_memory()
     return rows
 
 

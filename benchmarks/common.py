@@ -11,10 +11,12 @@ import csv
 import datetime
 import functools
 import math
+import multiprocessing
 import os
 import platform
 import statistics
 import time
+import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -27,6 +29,48 @@ from skelfast.engine.allocator import tune_cpu_allocator
 ALLOCATOR = tune_cpu_allocator()
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+class ChildFailed(RuntimeError):
+    """A benchmark run by ``run_in_child`` raised, or its process died before it answered."""
+
+
+def _child_main(connection: object, fn: Callable[..., object], args: tuple) -> None:
+    try:
+        connection.send((True, fn(*args)))
+    except BaseException:  # noqa: BLE001 - every failure goes back to the parent, as text
+        connection.send((False, traceback.format_exc()))
+    connection.close()
+
+
+def run_in_child(fn: Callable[..., object], *args: object) -> object:
+    """``fn(*args)`` in a fresh Python process (``spawn``), its picklable result sent back.
+
+    Each large benchmark gets a process of its own: with the allocator pinned (``ALLOCATOR``) the
+    heap never shrinks below its peak, and compile caches stay, so one process that ran the encoders
+    and then HiCo's and HiCLR's steps and compiles reached 24 GiB in ISC's and the kernel killed it
+    (2026-12-07 06:29). The child's output goes to this process's stdout and stderr. An exception in
+    the child, or a child that dies without answering (killed by the kernel for memory: exit code
+    -9), raises ``ChildFailed`` naming the call."""
+    what = f"{getattr(fn, '__qualname__', fn)}{args!r}"
+    context = multiprocessing.get_context("spawn")
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_child_main, args=(send, fn, args))
+    child.start()
+    send.close()  # the child holds the only writer: recv() sees EOF if it dies
+    try:
+        ok, value = receive.recv()
+    except EOFError:
+        child.join()
+        code = child.exitcode
+        why = " (SIGKILL: most likely the kernel's out-of-memory killer)" if code == -9 else ""
+        raise ChildFailed(f"{what} died without a result, exit code {code}{why}") from None
+    finally:
+        receive.close()
+    child.join()
+    if not ok:
+        raise ChildFailed(f"{what} raised in its child process:\n{value}")
+    return value
 
 
 def bench_device() -> torch.device:

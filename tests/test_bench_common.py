@@ -1,4 +1,4 @@
-"""benchmarks.common helpers: environment overrides and the interleaved timer."""
+"""benchmarks.common helpers: environment overrides, the interleaved timer, the child-process runner."""
 
 import pytest
 
@@ -55,6 +55,30 @@ def test_compile_limits_stop_a_block_past_its_time_or_memory_allowance():
                 held.append(torch.ones(2 * 2**20))  # 8 MiB, written: resident
                 time.sleep(0.05)
     assert 100 * 2**20 // (8 * 2**20) <= len(held) < 100
+
+
+def test_run_in_child_returns_the_result_computed_in_another_process():
+    import os
+
+    from benchmarks.common import run_in_child
+
+    child_pid = run_in_child(os.getpid)
+    assert isinstance(child_pid, int) and child_pid != os.getpid()
+    assert run_in_child(divmod, 17, 5) == (3, 2)
+
+
+def test_run_in_child_names_an_exception_and_a_killed_child():
+    """A failure in the child comes back as ChildFailed with its traceback; a child that dies without
+    answering (here by SIGKILL, what the kernel's out-of-memory killer sends) as ChildFailed with its
+    exit code, instead of taking the parent down or hanging on the pipe."""
+    import signal
+
+    from benchmarks.common import ChildFailed, run_in_child
+
+    with pytest.raises(ChildFailed, match=r"(?s)raised in its child process.*ValueError: invalid literal"):
+        run_in_child(int, "not a number")
+    with pytest.raises(ChildFailed, match="exit code -9 .*out-of-memory"):
+        run_in_child(signal.raise_signal, signal.SIGKILL)
 
 
 ICE_LAKE = """processor\t: 0
