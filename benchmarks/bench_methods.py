@@ -49,6 +49,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.common import (
     ChildFailed,
+    Timing,
     convolutions_alone,
     env_batch,
     peak_extra_memory,
@@ -192,6 +193,26 @@ def _compiled_reference_forward(
     return call, f"compiled in {time.perf_counter() - start:.0f} s"
 
 
+def compiled_forward_timing(name: str, batch: int, repeats: int) -> tuple[Timing | None, str]:
+    """The reference forward of method ``name`` under torch.compile, compiled and timed: (timing,
+    "compiled in ... s") or (None, "n/a (why)"). ``run_case`` runs it in a process of its own: the
+    compile grows the heap by up to ``COMPILE_MEMORY`` of the available memory, and with the
+    allocator pinned that heap stayed for the rest of the row, where ISC's reference step under the
+    memory profiler then took the process past 24 GiB (killed twice, 2026-12-07 06:29 and 07:05).
+    The weights are the ones run_case's methods start from (same seed, same builder)."""
+    config = load_config(name)
+    x, lengths = batch_for(config, batch)
+    torch.manual_seed(0)
+    reference, _ = _trainer(name, config)
+    call, note = _compiled_reference_forward(reference, x, lengths, torch.Generator())
+    if call is None:
+        return None, note
+    # a collection after each compiled call, untimed: the compiled forward leaves its autograd graph
+    # in a reference cycle, so without one every call's activations stayed (ISC: ~5.7 GiB a call;
+    # the third call had the kernel kill the run)
+    return time_fn(call, repeats=repeats, warmup=1, between=gc.collect), note
+
+
 def run_case(name: str, batch: int | None = None, repeats: int = 4) -> dict[str, object]:
     """One method's row: fused against all-reference, forward only and full step (forward,
     backward, SGD), the reference forward under torch.compile, and one step's peak extra memory."""
@@ -234,13 +255,8 @@ def run_case(name: str, batch: int | None = None, repeats: int = 4) -> dict[str,
         {"fused": lambda: forward(fused), "reference": reference_forward}, repeats=repeats, warmup=1
     )
     f_fused, f_ref = forward_times["fused"], forward_times["reference"]
-    compiled_call, compile_note = _compiled_reference_forward(reference, x, lengths, generator)
-    # a collection after each compiled call, untimed: the compiled forward leaves its autograd graph
-    # in a reference cycle, so without one every call's activations stayed (ISC: ~5.7 GiB a call;
-    # the third call had the kernel kill the run)
-    f_compiled = (
-        time_fn(compiled_call, repeats=repeats, warmup=1, between=gc.collect) if compiled_call else None
-    )
+    release_free_memory()  # the forwards' freed heap, back to the system for the compile's process
+    f_compiled, compile_note = run_in_child(compiled_forward_timing, name, batch, repeats)
 
     # the bound: the method's convolutions alone on oneDNN and every other FLOP of the reference
     # step at the sgemm rate, all timed in the same turns as the two steps
